@@ -1,0 +1,154 @@
+//! Command-line arguments (clap derive). Every flag carries the help text shown by `--help`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// worldmodel: train and use variational world models (conditional VAE, RSSM) for model-based RL.
+#[derive(Debug, Parser)]
+#[command(name = "wm", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `wm`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with the built-in environments (roll out, list).
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Measure throughput; results belong in BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Show the devices this build supports and check that one works (a tiny forward and backward pass).
+    Device(DeviceArgs),
+}
+
+/// `wm env ...`
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Step an environment and print one JSON object per step (JSON Lines) on stdout.
+    ///
+    /// Each line is {"env","episode","t","obs","action","reward","terminated","truncated","next_obs"};
+    /// the first step of each episode also carries "state", the simulator's internal float64 state
+    /// after reset, so that scripts/replay_in_gymnasium.py can replay the episode in Gymnasium.
+    /// After an episode ends the environment is reset (the first reset uses --seed, later ones
+    /// continue its random stream, as in Gymnasium) until --steps steps have been printed.
+    Rollout(RolloutArgs),
+    /// List the built-in environments with their spaces and time limits.
+    List,
+}
+
+/// Arguments of `wm env rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Environment: `cartpole` (CartPole-v1) or `pendulum` (Pendulum-v1).
+    #[arg(long)]
+    pub env: String,
+    /// Seed of the first reset and of the policy's random actions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of steps to print in all, across episodes.
+    #[arg(long)]
+    pub steps: u64,
+    /// Acting policy.
+    #[arg(long, value_enum, default_value_t = PolicyKind::Random)]
+    pub policy: PolicyKind,
+}
+
+/// A policy that can act in `wm env rollout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyKind {
+    /// Uniformly random actions from the action space.
+    Random,
+}
+
+/// `wm bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Environment steps per second (random actions, resets included); compare with
+    /// scripts/bench_env.py, which times Gymnasium the same way (scripts/bench_env.sh runs both).
+    Env(BenchEnvArgs),
+}
+
+/// Arguments of `wm bench env`.
+#[derive(Debug, Args)]
+pub struct BenchEnvArgs {
+    /// Environment: `cartpole` or `pendulum`.
+    #[arg(long, default_value = "cartpole")]
+    pub env: String,
+    /// Steps per timed repetition.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub steps: u64,
+    /// Timed repetitions; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Seed of the resets and the random actions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `wm device`.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Device to check: `cpu` (burn's flex backend), `tch-cpu` or `cuda[:N]` (builds with the `tch` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Prints a clap error as one line (help and version requests print in full) and returns the
+/// exit code: 0 for help and version, 2 for usage errors.
+pub fn report_usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Printing help can only fail on a closed stdout, where there is no one to tell.
+            let _ = error.print();
+            if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = error.to_string();
+            let first_line = rendered.lines().next().unwrap_or("invalid arguments").trim();
+            eprintln!("{first_line} (see `wm --help`)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rollout_parses_documented_flags() {
+        let cli = Cli::try_parse_from([
+            "wm", "env", "rollout", "--env", "pendulum", "--seed", "7", "--steps", "10", "--policy", "random",
+        ])
+        .expect("documented flags should parse");
+        let Command::Env(EnvCommand::Rollout(args)) = cli.command else { panic!("not a rollout: {cli:?}") };
+        assert_eq!((args.env.as_str(), args.seed, args.steps, args.policy), ("pendulum", 7, 10, PolicyKind::Random));
+    }
+
+    #[test]
+    fn unknown_flag_is_a_usage_error() {
+        let error = Cli::try_parse_from(["wm", "env", "rollout", "--nope"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+}

@@ -1,0 +1,17 @@
+//! The subcommands' implementations. Each returns `anyhow::Result`; `main` prints the chain.
+
+mod bench;
+mod device;
+mod env;
+
+use crate::cli::{BenchCommand, Cli, Command, EnvCommand};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Env(EnvCommand::Rollout(args)) => env::rollout(&args),
+        Command::Env(EnvCommand::List) => env::list(),
+        Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
+        Command::Device(args) => device::check(&args),
+    }
+}

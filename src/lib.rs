@@ -1,0 +1,16 @@
+//! # worldmodel
+//!
+//! Variational world models for model-based reinforcement learning, and the `wm` trainer.
+//!
+//! This crate is the facade over the workspace: it re-exports each part under a short name so
+//! that examples, integration tests and users' own programs need one dependency.
+//!
+//! - [`envs`]: the `Env` trait and Gymnasium-exact CartPole-v1 and Pendulum-v1.
+//! - [`replay`]: the episode replay buffer, persisted as an append-only checksummed log.
+//! - [`backend`]: run-time device selection (flex CPU by default, libtorch with `tch`).
+//!
+//! See `ARCHITECTURE.md` for the code map and the invariants.
+
+pub use wm_backend as backend;
+pub use wm_envs as envs;
+pub use wm_replay as replay;
