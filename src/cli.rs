@@ -22,6 +22,14 @@ pub enum Command {
     /// Measure throughput; results belong in BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Train a world model: collect data, train with Adam, evaluate on a schedule, save checkpoints.
+    ///
+    /// Writes runs/{env}__{model}__{seed}__{unixtime}/ with the resolved config, TensorBoard
+    /// events (`tensorboard --logdir runs`), the checkpoint, the replay files and eval.json.
+    Train(TrainArgs),
+    /// Evaluate a run's checkpoint on its held-out episodes: NLL (IWAE for the cVAE), one-step and
+    /// open-loop RMSE, reward error, termination accuracy. Prints a table, writes eval.json.
+    Eval(EvalArgs),
     /// Show the devices this build supports and check that one works (a tiny forward and backward pass).
     Device(DeviceArgs),
 }
@@ -91,6 +99,48 @@ pub struct BenchEnvArgs {
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `wm train`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "resume"])))]
+pub struct TrainArgs {
+    /// Training config (RON), e.g. configs/cartpole_cvae.ron.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint, with its config and data
+    /// (`--set schedule.updates=N` extends it; the changed config is saved back).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["seed"])]
+    pub resume: Option<std::path::PathBuf>,
+    /// Override a config field: `--set optim.lr=0.0003 --set model.beta=0.5` (repeatable).
+    #[arg(long, value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Override the config's seed (data collection, initialisation, batches).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Learner device: `cpu` (burn's flex backend), `tch-cpu` or `cuda[:N]` (builds with the `tch` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Folder under which run folders are created.
+    #[arg(long, default_value = "runs", value_name = "DIR")]
+    pub runs_dir: std::path::PathBuf,
+    /// Hide the progress bar (it is hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `wm eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run folder to evaluate (its checkpoint, config and held-out episodes).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: std::path::PathBuf,
+    /// Device to evaluate on (any backend can read any checkpoint).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Importance samples for the cVAE's likelihood bound (comma-separated); default: the config's.
+    #[arg(long, value_delimiter = ',')]
+    pub iwae_samples: Option<Vec<usize>>,
 }
 
 /// Arguments of `wm device`.

@@ -3,6 +3,7 @@
 mod bench;
 mod device;
 mod env;
+mod train;
 
 use crate::cli::{BenchCommand, Cli, Command, EnvCommand};
 
@@ -12,6 +13,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(EnvCommand::Rollout(args)) => env::rollout(&args),
         Command::Env(EnvCommand::List) => env::list(),
         Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
+        Command::Train(args) => train::train(&args),
+        Command::Eval(args) => train::eval(&args),
         Command::Device(args) => device::check(&args),
     }
 }

@@ -183,7 +183,7 @@ mod tests {
         let y = (x.clone() * x.clone()).sum();
         let grads = y.backward();
         let dx = x.grad(&grads).expect("x requires grad");
-        let values: Vec<f32> = dx.into_data().to_vec().expect("f32 data");
+        let values: Vec<f32> = dx.into_data().try_to_vec::<f32>().expect("f32 data");
         assert_eq!(values, vec![2.0, 4.0, 6.0]);
     }
 

@@ -1,5 +1,18 @@
-//! Training, evaluation, checkpoints and TensorBoard logging for worldmodel's world models.
+//! Training, evaluation, checkpoints and TensorBoard logging for worldmodel's transition models.
+//!
+//! The pieces, in the order a run uses them: [`config`] (parse, override, validate), [`run`]
+//! (the run folder), [`data`] (collect episodes, make tensors), [`trainer`] (the loop),
+//! [`grad`] (global-norm clipping), [`eval`] (held-out metrics), [`checkpoint`] (atomic,
+//! checksummed), [`tensorboard`] (event files), [`plot`] (imagined against real trajectories).
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
+pub mod eval;
+pub mod grad;
+pub mod run;
 pub mod tensorboard;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{TrainError, TrainOptions, TrainOutcome, load_for_eval, resume, train};

@@ -1,0 +1,393 @@
+//! The training loop of a transition model, readable top to bottom: prepare the run (folder,
+//! data, model, optimiser, or all of it from a checkpoint), then update, log, evaluate and save
+//! on named schedules, then evaluate in full and write `eval.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use wm_backend::{Device, DeviceSpec};
+use wm_models::{AnyTransitionModel, ModelSpec, Normalizer, TransitionModel};
+use wm_replay::{LoadMode, ReplayBuffer};
+
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::config::TrainConfig;
+use crate::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
+use crate::eval::{EvalOptions, EvalReport, evaluate};
+use crate::grad::clip_global_norm;
+use crate::run::RunFolder;
+use crate::tensorboard::TensorBoard;
+
+/// Seeds of held-out episodes are offset from the training seed by this, so the two never share
+/// an episode.
+pub const EVAL_SEED_OFFSET: u64 = 1_000_003;
+
+/// Errors of a training or evaluation run; each names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad config.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Bad device.
+    #[error(transparent)]
+    Device(#[from] wm_backend::BackendError),
+    /// Environment or collection failure.
+    #[error(transparent)]
+    Collect(#[from] crate::data::CollectError),
+    /// Replay file failure.
+    #[error(transparent)]
+    Replay(#[from] wm_replay::ReplayError),
+    /// Checkpoint failure.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// A file in the run folder.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The run folder's contents do not fit together.
+    #[error("run {run}: {message}")]
+    Run {
+        /// The run folder.
+        run: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("the loss diverged at update {update}: {terms}")]
+    Diverged {
+        /// The update.
+        update: u64,
+        /// The loss terms at that update.
+        terms: String,
+    },
+}
+
+fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
+    move |source| TrainError::Io { operation, path: path.to_path_buf(), source }
+}
+
+/// How to run `train`.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Where new run folders go.
+    pub runs_dir: PathBuf,
+    /// The learner's device.
+    pub device: DeviceSpec,
+    /// Show a progress bar (it also hides itself when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// The run folder.
+    pub run: RunFolder,
+    /// The final evaluation.
+    pub report: EvalReport,
+    /// Updates done in this invocation (fewer than configured after a resume).
+    pub updates_this_run: u64,
+}
+
+/// The model's host-side state saved with its parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ModelState {
+    spec: ModelSpec,
+    normalizer: Normalizer,
+    residual_std: Option<Vec<f32>>,
+}
+
+/// A model, its optimiser and the sampling RNG: what a checkpoint restores.
+struct Learner {
+    model: AnyTransitionModel,
+    optimizer: ModuleOptimizer,
+    rng: ChaCha8Rng,
+    update: u64,
+}
+
+/// Everything a run needs, prepared fresh or from a run folder.
+struct Prepared {
+    config: TrainConfig,
+    run: RunFolder,
+    train_buffer: ReplayBuffer,
+    eval_buffer: ReplayBuffer,
+    learner: Learner,
+}
+
+/// Starts a new run from `config`.
+pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    let run = RunFolder::create(&options.runs_dir, &config.env, config.model.kind(), config.seed)
+        .map_err(io_error("creating run folder in", &options.runs_dir))?;
+    std::fs::write(run.config(), config.to_ron()).map_err(io_error("writing", &run.config()))?;
+    let device = options.device.init()?;
+    let prepared = prepare(config, run, &device, None)?;
+    run_loop(prepared, options, &device)
+}
+
+/// Continues the run in `run_dir` from its checkpoint, with the same data and config; `overrides`
+/// (`schedule.updates=N` to extend a run) are applied and the config saved back.
+pub fn resume(run_dir: &Path, overrides: &[String], options: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    let run = RunFolder::open(run_dir);
+    let config = TrainConfig::load(&run.config(), overrides)?;
+    if !overrides.is_empty() {
+        std::fs::write(run.config(), config.to_ron()).map_err(io_error("writing", &run.config()))?;
+    }
+    let checkpoint = Checkpoint::load(&run.checkpoint())?;
+    let device = options.device.init()?;
+    let prepared = prepare(config, run, &device, Some(checkpoint))?;
+    run_loop(prepared, options, &device)
+}
+
+/// Loads a run's model from its checkpoint onto `device` (without autodiff), for `wm eval` and
+/// `wm plot`, with the config and the held-out episodes.
+pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, AnyTransitionModel, ReplayBuffer, u64), TrainError> {
+    let run = RunFolder::open(run_dir);
+    let config = TrainConfig::load(&run.config(), &[])?;
+    let checkpoint = Checkpoint::load(&run.checkpoint())?;
+    let update = checkpoint.meta.update;
+    let model = restore_model(&config, &checkpoint, device, &run)?;
+    let env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
+    let (eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), replay_spec(env.as_ref()), config.data.eval_steps * 2 + 1000, LoadMode::Strict)?;
+    Ok((config, model, eval_buffer, update))
+}
+
+fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device, run: &RunFolder) -> Result<AnyTransitionModel, TrainError> {
+    let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
+    if checkpoint.meta.model_kind != config.model.kind() {
+        return Err(run_error(format!(
+            "the checkpoint holds a {} model but config.ron configures a {}",
+            checkpoint.meta.model_kind,
+            config.model.kind()
+        )));
+    }
+    let state: ModelState = serde_json::from_value(checkpoint.meta.model_state.clone())
+        .map_err(|error| run_error(format!("the checkpoint's model state is unreadable: {error}")))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.model_bytes.clone()))
+        .map_err(|error| run_error(format!("the checkpoint's model record is unreadable: {error:?}")))?;
+    let mut model = config
+        .model
+        .init(&state.spec, state.normalizer, device)
+        .try_load_record(record)
+        .map_err(|error| run_error(format!("the checkpoint's parameters do not fit the configured model: {error:?}")))?;
+    if let Some(std) = state.residual_std {
+        model.set_residual_std(std);
+    }
+    Ok(model)
+}
+
+fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Option<Checkpoint>) -> Result<Prepared, TrainError> {
+    let mut env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
+    let spec = replay_spec(env.as_ref());
+    let (mut train_buffer, _) = ReplayBuffer::open(run.train_replay(), spec.clone(), config.data.replay_capacity, LoadMode::Strict)?;
+    let eval_capacity = config.data.eval_steps * 2 + 1000;
+    let (mut eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), spec, eval_capacity, LoadMode::Strict)?;
+    // A fresh run collects its data; a resumed one finds it in the replay files (and completes
+    // it if the original run was stopped while collecting).
+    if train_buffer.n_transitions() < config.data.train_steps {
+        let seed = config.seed.wrapping_add(train_buffer.n_episodes() as u64 * 7_919);
+        let missing = config.data.train_steps - train_buffer.n_transitions();
+        collect_episodes(env.as_mut(), config.data.policy, seed, missing, &mut train_buffer)?;
+    }
+    if eval_buffer.n_transitions() < config.data.eval_steps {
+        let seed = config.seed.wrapping_add(EVAL_SEED_OFFSET).wrapping_add(eval_buffer.n_episodes() as u64 * 7_919);
+        let missing = config.data.eval_steps - eval_buffer.n_transitions();
+        collect_episodes(env.as_mut(), config.data.policy, seed, missing, &mut eval_buffer)?;
+    }
+    train_buffer.flush()?;
+    eval_buffer.flush()?;
+
+    let training_device = device.clone().autodiff();
+    let optimizer = AdamConfig::new().with_epsilon(config.optim.eps).init();
+    let learner = match checkpoint {
+        None => {
+            training_device.seed(config.seed);
+            let data = all_transitions(&train_buffer, usize::MAX);
+            let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
+            let model = config.model.init(&model_spec(env.as_ref()), normalizer, &training_device);
+            Learner { model, optimizer, rng: ChaCha8Rng::seed_from_u64(config.seed), update: 0 }
+        }
+        Some(checkpoint) => {
+            // The device RNG (reparameterisation noise) cannot be saved; reseeding it from the
+            // update count keeps a resumed run reproducible, though not identical to an
+            // uninterrupted one.
+            training_device.seed(config.seed ^ checkpoint.meta.update.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let model = restore_model(&config, &checkpoint, &training_device, &run)?;
+            let optimizer = optimizer
+                .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer_bytes.clone()))
+                .map_err(|error| TrainError::Run { run: run.dir.clone(), message: format!("the optimiser state is unreadable: {error:?}") })?;
+            let rng = rng_from_json(&checkpoint.meta.rng_state)
+                .ok_or_else(|| TrainError::Run { run: run.dir.clone(), message: "the checkpoint's RNG state is unreadable".into() })?;
+            Learner { model, optimizer, rng, update: checkpoint.meta.update }
+        }
+    };
+    Ok(Prepared { config, run, train_buffer, eval_buffer, learner })
+}
+
+fn rng_to_json(rng: &ChaCha8Rng) -> serde_json::Value {
+    serde_json::json!({ "seed": rng.get_seed(), "stream": rng.get_stream(), "word_pos": rng.get_word_pos().to_string() })
+}
+
+fn rng_from_json(value: &serde_json::Value) -> Option<ChaCha8Rng> {
+    let seed: [u8; 32] = serde_json::from_value(value.get("seed")?.clone()).ok()?;
+    let mut rng = ChaCha8Rng::from_seed(seed);
+    rng.set_stream(value.get("stream")?.as_u64()?);
+    rng.set_word_pos(value.get("word_pos")?.as_str()?.parse().ok()?);
+    Some(rng)
+}
+
+fn save_checkpoint(prepared: &Prepared) -> Result<(), TrainError> {
+    let learner = &prepared.learner;
+    let run_error = |message: String| TrainError::Run { run: prepared.run.dir.clone(), message };
+    let state = ModelState {
+        spec: learner.model.spec().clone(),
+        normalizer: learner.model.normalizer().clone(),
+        residual_std: learner.model.residual_std().map(<[f32]>::to_vec),
+    };
+    let model_bytes = learner.model.clone().into_record().into_bytes().map_err(|e| run_error(format!("serialising the model: {e:?}")))?;
+    let optimizer_bytes = learner.optimizer.into_bytes().map_err(|e| run_error(format!("serialising the optimiser: {e:?}")))?;
+    let checkpoint = Checkpoint {
+        meta: CheckpointMeta {
+            update: learner.update,
+            model_kind: learner.model.kind().to_string(),
+            config_ron: prepared.config.to_ron(),
+            model_state: serde_json::to_value(&state).expect("model state should serialise"),
+            rng_state: rng_to_json(&learner.rng),
+            writer_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        model_bytes: model_bytes.to_vec(),
+        optimizer_bytes: optimizer_bytes.to_vec(),
+    };
+    checkpoint.save_atomic(&prepared.run.checkpoint())?;
+    Ok(())
+}
+
+/// The schedules, named.
+fn should(every: usize, update: u64) -> bool {
+    update % every as u64 == 0
+}
+
+fn run_loop(mut prepared: Prepared, options: &TrainOptions, device: &Device) -> Result<TrainOutcome, TrainError> {
+    let config = prepared.config.clone();
+    let training_device = device.clone().autodiff();
+    let mut tensorboard = TensorBoard::create(&prepared.run.dir).map_err(io_error("creating TensorBoard events in", &prepared.run.dir))?;
+    let first_update = prepared.learner.update;
+    if first_update == 0 {
+        tensorboard.text("config", &format!("```\n{}\n```", config.to_ron()), 0);
+        tensorboard.scalar("data/train_transitions", prepared.train_buffer.n_transitions() as f64, 0);
+        tensorboard.scalar("data/eval_transitions", prepared.eval_buffer.n_transitions() as f64, 0);
+    }
+    let periodic = EvalOptions {
+        iwae_samples: vec![config.eval.periodic_iwae_samples],
+        max_nll_transitions: config.eval.max_nll_transitions.min(1024),
+        horizons: config.eval.horizons.clone(),
+        max_open_loop_windows: 256,
+    };
+    let progress = progress_bar(config.schedule.updates as u64, first_update, options.progress);
+    let mut window_start = (Instant::now(), first_update);
+    let total_updates = config.schedule.updates as u64;
+
+    while prepared.learner.update < total_updates {
+        let learner = &mut prepared.learner;
+        let batch = prepared.train_buffer.sample_transitions(&mut learner.rng, config.optim.batch_size)?;
+        let batch = to_tensors(&batch, 0..batch.batch_size, &training_device);
+        let loss = learner.model.loss(&batch);
+        let mut grads = GradientsParams::from_grads(loss.total.backward(), &learner.model);
+        let grad_norm = clip_global_norm(&learner.model, &mut grads, config.optim.grad_clip);
+        learner.model = learner.optimizer.step(config.optim.lr, learner.model.clone(), grads);
+        learner.update += 1;
+        let update = learner.update;
+
+        if should(config.schedule.log_every, update) || update == total_updates {
+            let total = loss.total.clone().into_scalar::<f32>();
+            let terms: Vec<(String, f64)> = loss.terms.iter().map(|(name, term)| (name.clone(), f64::from(term.clone().into_scalar::<f32>()))).collect();
+            if !total.is_finite() {
+                let described: Vec<String> = terms.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                return Err(TrainError::Diverged { update, terms: described.join(", ") });
+            }
+            tensorboard.scalar("loss/total", f64::from(total), update);
+            tensorboard.scalars("loss", terms.iter().map(|(n, v)| (n.as_str(), *v)), update);
+            tensorboard.scalars("train", loss.metrics.iter().map(|(n, v)| (n.as_str(), *v)), update);
+            tensorboard.scalar("train/grad_norm", f64::from(grad_norm), update);
+            let elapsed = window_start.0.elapsed().as_secs_f64();
+            tensorboard.scalar("perf/updates_per_s", (update - window_start.1) as f64 / elapsed.max(1e-9), update);
+            window_start = (Instant::now(), update);
+            progress.set_message(format!("loss {total:.4}"));
+        }
+        progress.set_position(update);
+
+        if should(config.schedule.eval_every, update) {
+            let report = evaluate(&prepared.learner.model.valid(), &prepared.eval_buffer, &periodic, update, device);
+            log_report(&mut tensorboard, &report);
+            tensorboard.flush();
+        }
+        if should(config.schedule.checkpoint_every, update) {
+            save_checkpoint(&prepared)?;
+        }
+    }
+    progress.finish_and_clear();
+
+    // The expectation model's likelihood uses the variance of its training residuals.
+    if prepared.learner.model.residual_std().is_some() {
+        let data = all_transitions(&prepared.train_buffer, 20_000);
+        let batches: Vec<_> = (0..data.batch_size).step_by(1024).map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device)).collect();
+        let mut model = prepared.learner.model.valid();
+        if let Some(std) = model.fit_residual_std(batches.iter()) {
+            prepared.learner.model.set_residual_std(std);
+        }
+    }
+    save_checkpoint(&prepared)?;
+
+    let full = EvalOptions {
+        iwae_samples: if prepared.learner.model.kind() == "cvae" { config.eval.iwae_samples.clone() } else { vec![1] },
+        max_nll_transitions: config.eval.max_nll_transitions,
+        horizons: config.eval.horizons.clone(),
+        max_open_loop_windows: 4096,
+    };
+    let report = evaluate(&prepared.learner.model.valid(), &prepared.eval_buffer, &full, prepared.learner.update, device);
+    log_report(&mut tensorboard, &report);
+    tensorboard.flush();
+    let eval_json = prepared.run.eval_json();
+    std::fs::write(&eval_json, serde_json::to_string_pretty(&report).expect("report should serialise")).map_err(io_error("writing", &eval_json))?;
+    Ok(TrainOutcome { run: prepared.run, report, updates_this_run: prepared.learner.update - first_update })
+}
+
+/// Writes an evaluation's headline numbers under `eval/`.
+pub fn log_report(tensorboard: &mut TensorBoard, report: &EvalReport) {
+    let step = report.update;
+    for entry in &report.nll {
+        tensorboard.scalar(&format!("eval/nll_k{}", entry.k), entry.nats_per_dim, step);
+    }
+    let dims = report.one_step_rmse_per_dim.len().max(1) as f64;
+    let mean_square: f64 = report.one_step_rmse_per_dim.iter().map(|r| r * r).sum::<f64>() / dims;
+    tensorboard.scalar("eval/one_step_rmse", mean_square.sqrt(), step);
+    for entry in &report.open_loop {
+        tensorboard.scalar(&format!("eval/open_loop_rmse_h{}", entry.horizon), entry.rmse, step);
+    }
+    tensorboard.scalar("eval/reward_rmse", report.reward_rmse, step);
+    tensorboard.scalar("eval/termination_accuracy", report.termination_accuracy, step);
+}
+
+fn progress_bar(total: u64, position: u64, enabled: bool) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    // Draws to stderr, and not at all when stderr is not a terminal.
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} updates [{elapsed_precise} < {eta_precise}] {msg}")
+            .expect("the progress template should be valid"),
+    );
+    bar.set_position(position);
+    bar
+}

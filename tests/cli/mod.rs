@@ -1,0 +1,3 @@
+//! `wm` as a user runs it: output formats, errors and exit codes.
+
+mod env;
