@@ -30,6 +30,8 @@ pub enum Command {
     /// Evaluate a run's checkpoint on its held-out episodes: NLL (IWAE for the cVAE), one-step and
     /// open-loop RMSE, reward error, termination accuracy. Prints a table, writes eval.json.
     Eval(EvalArgs),
+    /// Draw imagined against real trajectories for a few held-out episodes (PNG, also sent to TensorBoard).
+    Plot(PlotArgs),
     /// Show the devices this build supports and check that one works (a tiny forward and backward pass).
     Device(DeviceArgs),
 }
@@ -141,6 +143,26 @@ pub struct EvalArgs {
     /// Importance samples for the cVAE's likelihood bound (comma-separated); default: the config's.
     #[arg(long, value_delimiter = ',')]
     pub iwae_samples: Option<Vec<usize>>,
+}
+
+/// Arguments of `wm plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The run folder (its checkpoint and held-out episodes).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: std::path::PathBuf,
+    /// How many held-out episodes to draw (the longest ones).
+    #[arg(long, default_value_t = 3)]
+    pub episodes: usize,
+    /// Steps to imagine per episode.
+    #[arg(long, default_value_t = 100)]
+    pub horizon: usize,
+    /// Output file; default RUN_DIR/open_loop.png.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+    /// Device to run the model on.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Arguments of `wm device`.

@@ -15,6 +15,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
+        Command::Plot(args) => train::plot(&args),
         Command::Device(args) => device::check(&args),
     }
 }

@@ -5,7 +5,7 @@ use wm_backend::DeviceSpec;
 use wm_train::eval::{EvalOptions, evaluate};
 use wm_train::{TrainConfig, TrainOptions};
 
-use crate::cli::{EvalArgs, TrainArgs};
+use crate::cli::{EvalArgs, PlotArgs, TrainArgs};
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let device: DeviceSpec = args.device.parse()?;
@@ -47,5 +47,21 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", report.table());
     println!("written to {}", path.display());
+    Ok(())
+}
+
+pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.episodes > 0 && args.horizon > 0, "--episodes and --horizon must be positive");
+    let device = args.device.parse::<DeviceSpec>()?.init()?;
+    let (_, model, eval_buffer, update) =
+        wm_train::load_for_eval(&args.run, &device).with_context(|| format!("loading run {}", args.run.display()))?;
+    let run = wm_train::run::RunFolder::open(&args.run);
+    let path = args.out.clone().unwrap_or_else(|| run.plot_png());
+    let (width, height) = wm_train::plot::plot_open_loop(&model, &eval_buffer, args.episodes, args.horizon, &path, &device)?;
+    let png = std::fs::read(&path).with_context(|| format!("reading back {}", path.display()))?;
+    let mut tensorboard = wm_train::tensorboard::TensorBoard::create(&run.dir).context("opening TensorBoard events")?;
+    tensorboard.png("eval/open_loop", png, width, height, update);
+    tensorboard.flush();
+    println!("written {} ({width}x{height}) and sent to TensorBoard as eval/open_loop", path.display());
     Ok(())
 }

@@ -583,3 +583,19 @@ mod experiments {
         }
     }
 }
+#[cfg(test)]
+mod scratch {
+    use burn::tensor::{Device, Distribution, Tensor};
+    #[test]
+    fn scratch_seed() {
+        let d = Device::flex();
+        d.seed(5);
+        let a = Tensor::<2>::random([3, 2], Distribution::Normal(0.0, 1.0), &d).into_data();
+        d.seed(5);
+        let b = Tensor::<2>::random([3, 2], Distribution::Normal(0.0, 1.0), &d).into_data();
+        let ad = d.clone().autodiff();
+        ad.seed(5);
+        let c = Tensor::<2>::random([3, 2], Distribution::Normal(0.0, 1.0), &d).into_data();
+        eprintln!("{a:?}\n{b:?}\n{c:?}");
+    }
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod grad;
+pub mod plot;
 pub mod run;
 pub mod tensorboard;
 pub mod trainer;
