@@ -402,8 +402,7 @@ mod tests {
 
     #[test]
     fn loss_terms_and_weights_have_the_same_names() {
-        let device = Device::flex();
-        device.seed(1);
+        let (_rng, device) = test_util::seeded_flex(1);
         let spec = BimodalToy::default().spec();
         let batch = test_util::random_batch(&spec, 8, &device);
         for prior in [PriorKind::Learned, PriorKind::Standard] {
@@ -428,8 +427,8 @@ mod tests {
     /// posterior gets a KL gradient.
     #[test]
     fn free_bits_zero_the_kl_gradient_below_the_threshold() {
-        let device = Device::flex().autodiff();
-        device.seed(2);
+        let (_rng, device) = test_util::seeded_flex(2);
+        let device = device.autodiff();
         let spec = BimodalToy::default().spec();
         let batch = test_util::random_batch(&spec, 16, &device);
         let grad_sums = |free_nats: f64| {
@@ -454,8 +453,8 @@ mod tests {
     #[test]
     fn iwae_bound_increases_with_samples_and_k1_equals_the_elbo() {
         let toy = BimodalToy::default();
-        let device = Device::flex().autodiff();
-        device.seed(4);
+        let (_rng, device) = test_util::seeded_flex(4);
+        let device = device.autodiff();
         let mut rng = test_util::rng(4);
         let config = CvaeConfig { hidden: vec![32, 32], latent_dim: 2, ..Default::default() };
         let model = config.init(&toy.spec(), toy.normalizer(&mut rng), &device);
@@ -484,8 +483,8 @@ mod tests {
     #[test]
     fn cvae_iwae_reaches_the_true_conditional_entropy_on_a_linear_gaussian_toy() {
         let toy = LinearGaussianToy::default();
-        let device = Device::flex().autodiff();
-        device.seed(8);
+        let (_rng, device) = test_util::seeded_flex(8);
+        let device = device.autodiff();
         let mut rng = test_util::rng(2);
         let config = CvaeConfig { hidden: vec![64, 64], latent_dim: 2, ..Default::default() };
         let model = config.init(&toy.spec(), toy.normalizer(&mut rng), &device);
@@ -509,8 +508,8 @@ mod tests {
     #[test]
     fn cvae_captures_a_bimodal_transition_that_the_baselines_blur() {
         let toy = BimodalToy::default();
-        let device = Device::flex().autodiff();
-        device.seed(12);
+        let (_rng, device) = test_util::seeded_flex(12);
+        let device = device.autodiff();
         let mut rng = test_util::rng(12);
         let normalizer = toy.normalizer(&mut rng);
         let spec = toy.spec();
@@ -563,8 +562,8 @@ mod experiments {
         for item in spec_env.split(';').filter(|s| !s.is_empty()) {
             let parts: Vec<f64> = item.split(',').map(|x| x.parse().unwrap()).collect();
             let (free, latent, lr, steps, seed, hidden) = (parts[0], parts[1] as usize, parts[2], parts[3] as usize, parts[4] as u64, parts[5] as usize);
-            let device = Device::flex().autodiff();
-            device.seed(seed);
+            let (_rng, device) = test_util::seeded_flex(seed);
+            let device = device.autodiff();
             let mut rng = test_util::rng(seed);
             let normalizer = toy.normalizer(&mut rng);
             let plain = device.clone().without_autodiff();
@@ -581,21 +580,5 @@ mod experiments {
             let loss = m.loss(&test);
             eprintln!("{item}: nll {nll:.3} above {above:.3} near {near:.3} kl_raw {:.3} dec_std {:.3} ({:.1}s)", loss.metrics["kl_raw"], loss.metrics["decoder_std_mean"], t0.elapsed().as_secs_f64());
         }
-    }
-}
-#[cfg(test)]
-mod scratch {
-    use burn::tensor::{Device, Distribution, Tensor};
-    #[test]
-    fn scratch_seed() {
-        let d = Device::flex();
-        d.seed(5);
-        let a = Tensor::<2>::random([3, 2], Distribution::Normal(0.0, 1.0), &d).into_data();
-        d.seed(5);
-        let b = Tensor::<2>::random([3, 2], Distribution::Normal(0.0, 1.0), &d).into_data();
-        let ad = d.clone().autodiff();
-        ad.seed(5);
-        let c = Tensor::<2>::random([3, 2], Distribution::Normal(0.0, 1.0), &d).into_data();
-        eprintln!("{a:?}\n{b:?}\n{c:?}");
     }
 }

@@ -179,6 +179,7 @@ pub fn logsumexp_dim0(x: Tensor<2>) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util;
     use burn::tensor::{Device, Distribution, TensorData};
 
     fn t2(rows: &[[f32; 3]], device: &Device) -> Tensor<2> {
@@ -258,8 +259,7 @@ mod tests {
 
     #[test]
     fn log_density_of_noise_equals_log_density_of_the_sample() {
-        let d = Device::flex();
-        d.seed(3);
+        let (_rng, d) = test_util::seeded_flex(3);
         let mean = Tensor::<2>::random([64, 5], Distribution::Normal(0.0, 1.0), &d);
         let log_std = Tensor::<2>::random([64, 5], Distribution::Uniform(-2.0, 1.0), &d);
         let eps = Tensor::<2>::random([64, 5], Distribution::Normal(0.0, 1.0), &d);
@@ -275,8 +275,7 @@ mod tests {
     /// errors of the sample mean over 200k draws.
     #[test]
     fn analytic_kl_agrees_with_a_monte_carlo_estimate() {
-        let d = Device::flex();
-        d.seed(11);
+        let (_rng, d) = test_util::seeded_flex(11);
         let n = 200_000;
         let row = |v: [f32; 3]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, 3]), &d).repeat_dim(0, n);
         let (mq, lq, mp, lp) = (row(MQ[0]), row(LQ[0]), row(MP[2]), row(LP[2]));

@@ -171,8 +171,8 @@ mod tests {
     #[test]
     fn gaussian_mlp_reaches_the_true_conditional_entropy_on_a_linear_gaussian_toy() {
         let toy = LinearGaussianToy::default();
-        let device = Device::flex().autodiff();
-        device.seed(7);
+        let (_rng, device) = test_util::seeded_flex(7);
+        let device = device.autodiff();
         let config = GaussianMlpConfig { hidden: vec![64, 64], ..Default::default() };
         let mut rng = test_util::rng(1);
         let model = config.init(&toy.spec(), toy.normalizer(&mut rng), &device);

@@ -89,11 +89,11 @@ impl Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util;
 
     #[test]
     fn mlp_maps_input_width_to_output_width_and_is_affine_without_hidden_layers() {
-        let device = Device::flex();
-        device.seed(1);
+        let (_rng, device) = test_util::seeded_flex(1);
         let mlp = MlpConfig::new(3, vec![8, 5], 2).init(&device);
         assert_eq!(mlp.layers.len(), 3);
         let y = mlp.forward(Tensor::<2>::zeros([4, 3], &device));

@@ -1,0 +1,98 @@
+use std::path::{Path, PathBuf};
+
+use crate::util::{stderr, stdout, wm};
+
+/// Flags that shrink a config to a run of a second or two.
+const TINY: &[&str] = &[
+    "--set", "data.train_steps=400",
+    "--set", "data.eval_steps=150",
+    "--set", "schedule.updates=20",
+    "--set", "schedule.log_every=5",
+    "--set", "schedule.eval_every=10",
+    "--set", "schedule.checkpoint_every=10",
+    "--set", "optim.batch_size=32",
+    "--set", "eval.iwae_samples=[1, 8]",
+    "--set", "eval.max_nll_transitions=64",
+    "--set", "model.hidden=[16]",
+];
+
+fn train_tiny(config: &str, runs: &Path) -> PathBuf {
+    let mut args = vec!["train", "--config", config, "--runs-dir", runs.to_str().expect("utf-8 path"), "--quiet"];
+    args.extend_from_slice(TINY);
+    let output = wm(&args);
+    assert!(output.status.success(), "wm train failed: {}", stderr(&output));
+    let run = std::fs::read_dir(runs).expect("runs dir").next().expect("one run folder").expect("entry").path();
+    assert!(stdout(&output).contains("run folder:"), "{}", stdout(&output));
+    run
+}
+
+fn config_path(name: &str) -> String {
+    format!("{}/configs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn train_writes_a_run_folder_that_eval_reloads_and_resume_continues() {
+    let runs = tempfile::tempdir().expect("temp dir");
+    let run = train_tiny(&config_path("cartpole_cvae.ron"), runs.path());
+    let name = run.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(name.starts_with("cartpole__cvae__0__"), "{name}");
+    for file in ["config.ron", "checkpoint.wmck", "replay_train.wmrb", "replay_eval.wmrb", "eval.json"] {
+        assert!(run.join(file).is_file(), "{file} missing in {}", run.display());
+    }
+
+    let scalars = wm_train::tensorboard::read_scalars(&run).expect("event file should parse");
+    let steps: Vec<i64> = scalars.iter().filter(|s| s.tag == "loss/total").map(|s| s.step).collect();
+    assert_eq!(steps, vec![5, 10, 15, 20], "loss/total logged every 5 updates");
+    for tag in ["loss/recon", "loss/kl", "loss/reward", "loss/termination", "train/grad_norm", "perf/updates_per_s", "eval/nll_k8"] {
+        assert!(scalars.iter().any(|s| s.tag == tag), "tag {tag} missing from {:?}", scalars.iter().map(|s| &s.tag).collect::<Vec<_>>());
+    }
+
+    let eval = wm(&["eval", "--run", run.to_str().expect("utf-8"), "--iwae-samples", "1,4"]);
+    assert!(eval.status.success(), "wm eval failed: {}", stderr(&eval));
+    assert!(stdout(&eval).contains("after 20 updates") && stdout(&eval).contains("k = 4"), "{}", stdout(&eval));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).expect("eval.json")).expect("json");
+    assert_eq!(report["nll"].as_array().map(Vec::len), Some(2));
+
+    let resumed = wm(&["train", "--resume", run.to_str().expect("utf-8"), "--set", "schedule.updates=30", "--quiet"]);
+    assert!(resumed.status.success(), "resume failed: {}", stderr(&resumed));
+    assert!(stdout(&resumed).contains("after 30 updates"), "{}", stdout(&resumed));
+    let after: Vec<i64> = wm_train::tensorboard::read_scalars(&run).expect("parse").iter().filter(|s| s.tag == "loss/total").map(|s| s.step).collect();
+    assert_eq!(after, vec![5, 10, 15, 20, 25, 30], "the resumed run continues the step counter");
+}
+
+#[test]
+fn every_shipped_config_parses_and_trains_briefly() {
+    for config in ["cartpole_gaussian_mlp.ron", "cartpole_deterministic_mlp.ron", "pendulum_cvae.ron", "pendulum_gaussian_mlp.ron", "pendulum_deterministic_mlp.ron"] {
+        let runs = tempfile::tempdir().expect("temp dir");
+        let run = train_tiny(&config_path(config), runs.path());
+        assert!(run.join("eval.json").is_file(), "{config}: no eval.json");
+    }
+}
+
+#[test]
+fn malformed_config_names_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.ron");
+    let text = std::fs::read_to_string(config_path("cartpole_cvae.ron")).expect("config").replace("lr: 0.001", "lr: -0.5");
+    std::fs::write(&path, text).expect("write");
+    let output = wm(&["train", "--config", path.to_str().expect("utf-8"), "--runs-dir", dir.path().to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("bad.ron:") && message.contains("`optim.lr`") && message.contains("-0.5"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[test]
+fn corrupt_checkpoint_is_reported_not_panicked_on() {
+    let runs = tempfile::tempdir().expect("temp dir");
+    let run = train_tiny(&config_path("cartpole_gaussian_mlp.ron"), runs.path());
+    let checkpoint = run.join("checkpoint.wmck");
+    let mut bytes = std::fs::read(&checkpoint).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&checkpoint, bytes).expect("write");
+    let output = wm(&["eval", "--run", run.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("corrupt") && message.contains("checksum") && !message.contains("panicked"), "{message}");
+}
