@@ -3,12 +3,18 @@
 # check the Gymnasium golden trajectories. Idempotent: does nothing when the pinned
 # requirements are already installed.
 #
-# Usage: scripts/setup-python.sh        (then: .venv/bin/python scripts/goldens/generate.py)
+# Usage: scripts/setup-python.sh          (then: .venv/bin/python scripts/goldens/generate.py)
+#        scripts/setup-python.sh --bench  (also PyTorch for scripts/bench/*.sh; about 7 GB)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo_root/.venv"
 requirements="$repo_root/scripts/goldens/requirements.txt"
+if [[ "${1:-}" == "--bench" ]]; then
+    combined="$(mktemp)"
+    cat "$requirements" "$repo_root/scripts/bench/requirements.txt" >"$combined"
+    requirements="$combined"
+fi
 python="${PYTHON:-python3}"
 
 if [[ ! -x "$venv/bin/python" ]]; then

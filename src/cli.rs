@@ -79,8 +79,38 @@ pub enum PolicyKind {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Environment steps per second (random actions, resets included); compare with
-    /// scripts/bench_env.py, which times Gymnasium the same way (scripts/bench_env.sh runs both).
+    /// scripts/bench/env_gymnasium.py, which times Gymnasium the same way (scripts/bench/env.sh runs both).
     Env(BenchEnvArgs),
+    /// Gradient updates per second of a transition model (the cVAE by default) on CartPole data:
+    /// the exact step `wm train` runs (loss, backward, global-norm clipping, Adam). Compare with
+    /// scripts/bench/cvae_torch.py, the same model in PyTorch (scripts/bench/cvae.sh runs both).
+    Update(BenchUpdateArgs),
+}
+
+/// Arguments of `wm bench update`.
+#[derive(Debug, Args)]
+pub struct BenchUpdateArgs {
+    /// Model: `cvae`, `gaussian_mlp` or `deterministic_mlp`.
+    #[arg(long, default_value = "cvae")]
+    pub model: String,
+    /// Transitions per update.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Width of each of the two hidden layers.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Untimed updates first.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// Timed updates; the median is reported.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Device: `cpu`, `tch-cpu`, `cuda[:N]`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `wm bench env`.

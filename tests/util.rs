@@ -16,3 +16,8 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).expect("stderr should be UTF-8")
 }
+
+/// Runs the `wm` binary in the folder `dir`.
+pub fn wm_in(dir: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wm")).current_dir(dir).args(args).output().expect("the wm binary should start")
+}

@@ -1,4 +1,4 @@
-//! `wm bench env`: environment step throughput, timed the same way as scripts/bench_env.py.
+//! `wm bench env`: environment step throughput, timed the same way as scripts/bench/env_gymnasium.py.
 
 use std::time::Instant;
 
@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use wm_envs::Action;
 
-use crate::cli::BenchEnvArgs;
+use crate::cli::{BenchEnvArgs, BenchUpdateArgs};
 
 /// Number of pre-sampled actions cycled through, so that the timed loop measures the
 /// environment and not the random-number generator (the Python side does the same).
@@ -70,6 +70,95 @@ pub fn env_steps(args: &BenchEnvArgs) -> anyhow::Result<()> {
             result.repeats,
             result.steps_per_repeat,
             result.episodes_per_repeat
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct UpdateBenchResult {
+    implementation: &'static str,
+    model: String,
+    device: String,
+    threads: usize,
+    batch: usize,
+    hidden: usize,
+    steps: usize,
+    median_ms: f64,
+    p10_ms: f64,
+    p90_ms: f64,
+    updates_per_s: f64,
+}
+
+/// Worker threads of the CPU backend: `RAYON_NUM_THREADS` when set, else every core.
+fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
+    use wm_models::{CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, Normalizer, TransitionModelConfig};
+    use wm_replay::ReplayBuffer;
+    use wm_train::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
+
+    anyhow::ensure!(args.batch > 0 && args.hidden > 0 && args.steps > 0, "--batch, --hidden and --steps must be positive");
+    let hidden = vec![args.hidden, args.hidden];
+    let config = match args.model.as_str() {
+        "cvae" => TransitionModelConfig::Cvae(CvaeConfig { hidden, ..CvaeConfig::default() }),
+        "gaussian_mlp" => TransitionModelConfig::Gaussian(GaussianMlpConfig { hidden, ..GaussianMlpConfig::default() }),
+        "deterministic_mlp" => TransitionModelConfig::Deterministic(DeterministicMlpConfig { hidden, ..DeterministicMlpConfig::default() }),
+        other => anyhow::bail!("unknown model `{other}`: expected cvae, gaussian_mlp or deterministic_mlp"),
+    };
+    let spec: wm_backend::DeviceSpec = args.device.parse()?;
+    let device = spec.init()?.autodiff();
+    device.seed(0);
+
+    let mut env = wm_envs::make("cartpole")?;
+    let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 100_000)?;
+    collect_episodes(env.as_mut(), wm_train::config::CollectPolicy::Random, 0, 10_000, &mut buffer)?;
+    let data = all_transitions(&buffer, usize::MAX);
+    let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
+    let mut model = config.init(&model_spec(env.as_ref()), normalizer, &device);
+    let mut optimizer = burn::optim::AdamConfig::new().with_epsilon(1e-8).init();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+
+    let mut times_ms = Vec::with_capacity(args.steps);
+    for step_idx in 0..args.warmup + args.steps {
+        let start = Instant::now();
+        // Sampling and host-to-device copies are part of a real update, so they are timed too.
+        let batch = buffer.sample_transitions(&mut rng, args.batch)?;
+        let batch = to_tensors(&batch, 0..batch.batch_size, &device);
+        let (updated, loss, _) = wm_train::update_step(model, &mut optimizer, &batch, 1e-3, 100.0);
+        model = updated;
+        // Reading the loss back waits for the device, so asynchronous backends are timed fully.
+        let _ = loss.total.into_scalar::<f32>();
+        if step_idx >= args.warmup {
+            times_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times_ms.sort_by(f64::total_cmp);
+    let quantile = |q: f64| times_ms[((times_ms.len() - 1) as f64 * q).round() as usize];
+    let result = UpdateBenchResult {
+        implementation: "worldmodel (burn)",
+        model: args.model.clone(),
+        device: spec.to_string(),
+        threads: cpu_threads(),
+        batch: args.batch,
+        hidden: args.hidden,
+        steps: args.steps,
+        median_ms: quantile(0.5),
+        p10_ms: quantile(0.1),
+        p90_ms: quantile(0.9),
+        updates_per_s: 1e3 / quantile(0.5),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "{} on {} ({} threads), batch {}, hidden 2x{}: median {:.2} ms/update (p10 {:.2}, p90 {:.2}), {:.0} updates/s",
+            result.model, result.device, result.threads, result.batch, result.hidden, result.median_ms, result.p10_ms, result.p90_ms, result.updates_per_s
         );
     }
     Ok(())

@@ -13,6 +13,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(EnvCommand::Rollout(args)) => env::rollout(&args),
         Command::Env(EnvCommand::List) => env::list(),
         Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
+        Command::Bench(BenchCommand::Update(args)) => bench::update(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Plot(args) => train::plot(&args),

@@ -96,3 +96,20 @@ fn corrupt_checkpoint_is_reported_not_panicked_on() {
     let message = stderr(&output);
     assert!(message.contains("corrupt") && message.contains("checksum") && !message.contains("panicked"), "{message}");
 }
+
+#[test]
+fn same_seed_and_config_give_identical_metrics() {
+    let eval_json = |seed: &str| {
+        let runs = tempfile::tempdir().expect("temp dir");
+        let mut args = vec!["train", "--config", "configs/pendulum_cvae.ron", "--seed", seed, "--quiet"];
+        args.extend_from_slice(&["--runs-dir", runs.path().to_str().expect("utf-8")]);
+        args.extend_from_slice(TINY);
+        let output = crate::util::wm_in(env!("CARGO_MANIFEST_DIR"), &args);
+        assert!(output.status.success(), "wm train failed: {}", stderr(&output));
+        let run = std::fs::read_dir(runs.path()).expect("runs").next().expect("a run").expect("entry").path();
+        std::fs::read_to_string(run.join("eval.json")).expect("eval.json")
+    };
+    let first = eval_json("3");
+    assert_eq!(first, eval_json("3"), "same seed, same numbers");
+    assert_ne!(first, eval_json("4"), "another seed, other numbers");
+}

@@ -25,7 +25,12 @@ pub struct DeterministicMlpConfig {
 
 impl Default for DeterministicMlpConfig {
     fn default() -> Self {
-        Self { hidden: vec![256, 256], recon_weight: 1.0, reward_weight: 1.0, termination_weight: 1.0 }
+        Self {
+            hidden: vec![256, 256],
+            recon_weight: 1.0,
+            reward_weight: 1.0,
+            termination_weight: 1.0,
+        }
     }
 }
 
@@ -35,12 +40,24 @@ impl DeterministicMlpConfig {
     ///
     /// # Panics
     /// If the spec or the normaliser is inconsistent.
-    pub fn init(&self, spec: &ModelSpec, normalizer: Normalizer, device: &Device) -> DeterministicMlp {
+    pub fn init(
+        &self,
+        spec: &ModelSpec,
+        normalizer: Normalizer,
+        device: &Device,
+    ) -> DeterministicMlp {
         spec.validate().expect("invalid model spec");
-        normalizer.validate(spec.obs_dim).expect("normalizer does not fit the spec");
+        normalizer
+            .validate(spec.obs_dim)
+            .expect("normalizer does not fit the spec");
         let input = spec.obs_dim + spec.action.input_width();
         DeterministicMlp {
-            net: MlpConfig::new(input, self.hidden.clone(), heads::head_width(spec.obs_dim, false)).init(device),
+            net: MlpConfig::new(
+                input,
+                self.hidden.clone(),
+                heads::head_width(spec.obs_dim, false),
+            )
+            .init(device),
             residual_std: None,
             normalizer,
             spec: spec.clone(),
@@ -100,8 +117,16 @@ impl DeterministicMlp {
     /// # Panics
     /// On a wrong length or a non-positive value.
     pub fn set_residual_std(&mut self, std: Vec<f32>) {
-        assert_eq!(std.len(), self.spec.obs_dim, "residual std {std:?} must have obs_dim {} values", self.spec.obs_dim);
-        assert!(std.iter().all(|s| s.is_finite() && *s > 0.0), "residual std must be positive: {std:?}");
+        assert_eq!(
+            std.len(),
+            self.spec.obs_dim,
+            "residual std {std:?} must have obs_dim {} values",
+            self.spec.obs_dim
+        );
+        assert!(
+            std.iter().all(|s| s.is_finite() && *s > 0.0),
+            "residual std must be positive: {std:?}"
+        );
         self.residual_std = Some(std);
     }
 
@@ -112,9 +137,19 @@ impl DeterministicMlp {
         let model = self.valid();
         let batch = batch.without_autodiff();
         let (pred, _, _) = model.forward(batch.obs.clone(), batch.action);
-        let d_n = self.normalizer.normalize_delta_tensor(batch.obs, batch.next_obs);
-        let sums = (d_n - pred).square().sum_dim(0).into_data().try_to_vec::<f32>().expect("f32 residuals");
-        (sums.into_iter().map(f64::from).collect(), batch.reward.dims()[0])
+        let d_n = self
+            .normalizer
+            .normalize_delta_tensor(batch.obs, batch.next_obs);
+        let sums = (d_n - pred)
+            .square()
+            .sum_dim(0)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 residuals");
+        (
+            sums.into_iter().map(f64::from).collect(),
+            batch.reward.dims()[0],
+        )
     }
 
     /// Fits the residual standard deviation `sqrt(mean residual^2)` per dimension over all
@@ -123,7 +158,10 @@ impl DeterministicMlp {
     ///
     /// # Panics
     /// If `batches` is empty.
-    pub fn fit_residual_std<'a>(&mut self, batches: impl IntoIterator<Item = &'a TransitionTensors>) -> Vec<f32> {
+    pub fn fit_residual_std<'a>(
+        &mut self,
+        batches: impl IntoIterator<Item = &'a TransitionTensors>,
+    ) -> Vec<f32> {
         let mut sums = vec![0.0f64; self.spec.obs_dim];
         let mut n = 0usize;
         for batch in batches {
@@ -132,8 +170,10 @@ impl DeterministicMlp {
             n += b;
         }
         assert!(n > 0, "fit_residual_std: no transitions");
-        let std: Vec<f32> =
-            sums.iter().map(|s| ((s / n as f64).sqrt() as f32).max(Self::RESIDUAL_STD_FLOOR)).collect();
+        let std: Vec<f32> = sums
+            .iter()
+            .map(|s| ((s / n as f64).sqrt() as f32).max(Self::RESIDUAL_STD_FLOOR))
+            .collect();
         self.set_residual_std(std.clone());
         std
     }
@@ -145,7 +185,12 @@ impl DeterministicMlp {
     /// - returns `([B, O], [B], [B])`
     pub fn forward(&self, obs: Tensor<2>, action: Tensor<2>) -> (Tensor<2>, Tensor<1>, Tensor<1>) {
         let x = heads::model_input(&self.spec, &self.normalizer, obs, action);
-        let Head { delta_mean, reward_mean, term_logit, .. } = heads::split_head(self.net.forward(x), self.spec.obs_dim, None);
+        let Head {
+            delta_mean,
+            reward_mean,
+            term_logit,
+            ..
+        } = heads::split_head(self.net.forward(x), self.spec.obs_dim, None);
         (delta_mean, reward_mean, term_logit)
     }
 }
@@ -154,18 +199,30 @@ impl TransitionModel for DeterministicMlp {
     fn loss(&self, batch: &TransitionTensors) -> LossOutput {
         heads::check_batch(&self.spec, batch);
         let (pred, reward_pred, logit) = self.forward(batch.obs.clone(), batch.action.clone());
-        let d_n = self.normalizer.normalize_delta_tensor(batch.obs.clone(), batch.next_obs.clone());
+        let d_n = self
+            .normalizer
+            .normalize_delta_tensor(batch.obs.clone(), batch.next_obs.clone());
         let [b, _] = d_n.dims();
         let sq = (d_n - pred).square();
         let delta_mse = sq.clone().mean();
         let recon = sq.sum_dim(1).reshape([b]).mean();
-        let r_n = self.normalizer.normalize_reward_tensor(batch.reward.clone());
+        let r_n = self
+            .normalizer
+            .normalize_reward_tensor(batch.reward.clone());
         let reward = (r_n - reward_pred).square().mean();
         let termination = bce_with_logits(logit, batch.terminated.clone()).mean();
         let c = &self.config;
         heads::assemble_loss(
-            vec![("recon", recon), ("reward", reward), ("termination", termination)],
-            vec![("recon", c.recon_weight), ("reward", c.reward_weight), ("termination", c.termination_weight)],
+            vec![
+                ("recon", recon),
+                ("reward", reward),
+                ("termination", termination),
+            ],
+            vec![
+                ("recon", c.recon_weight),
+                ("reward", c.reward_weight),
+                ("termination", c.termination_weight),
+            ],
             vec![("delta_mse", delta_mse)],
         )
     }
@@ -184,7 +241,9 @@ impl TransitionModel for DeterministicMlp {
         let model = self.valid();
         let batch = batch.without_autodiff();
         let (pred, _, _) = model.forward(batch.obs.clone(), batch.action);
-        let d_n = self.normalizer.normalize_delta_tensor(batch.obs, batch.next_obs);
+        let d_n = self
+            .normalizer
+            .normalize_delta_tensor(batch.obs, batch.next_obs);
         let o = self.spec.obs_dim;
         let log_std: Vec<f32> = match &self.residual_std {
             Some(s) => s.iter().map(|v| v.ln()).collect(),
@@ -214,9 +273,18 @@ mod tests {
         let device = device.autodiff();
         let mut rng = test_util::rng(5);
         let normalizer = toy.normalizer(&mut rng);
-        let config = DeterministicMlpConfig { hidden: vec![64, 64], ..Default::default() };
+        let config = DeterministicMlpConfig {
+            hidden: vec![64, 64],
+            ..Default::default()
+        };
         let model = config.init(&toy.spec(), normalizer.clone(), &device);
-        let mut model = test_util::train(model, 800, 3e-3, |rng| toy.batch(rng, 128, &device), &mut rng);
+        let mut model = test_util::train(
+            model,
+            800,
+            3e-3,
+            |rng| toy.batch(rng, 128, &device),
+            &mut rng,
+        );
         let plain = device.clone().without_autodiff();
         let test = toy.batch(&mut test_util::rng(99), 4096, &plain);
         let before = -test_util::mean(model.log_likelihood(&test, 1)) / 2.0;
@@ -224,11 +292,19 @@ mod tests {
         let std = model.fit_residual_std(&fit_batches);
         for (i, s) in std.iter().enumerate() {
             let truth = toy.sigma[i] / normalizer.delta_std[i];
-            assert!((s / truth - 1.0).abs() < 0.1, "dim {i}: fitted {s}, true {truth}");
+            assert!(
+                (s / truth - 1.0).abs() < 0.1,
+                "dim {i}: fitted {s}, true {truth}"
+            );
         }
         let after = -test_util::mean(model.log_likelihood(&test, 1)) / 2.0;
         let entropy = toy.conditional_entropy_per_dim();
-        eprintln!("deterministic MLP NLL before fit {before:.4}, after {after:.4}, entropy {entropy:.4} nats/dim");
-        assert!((after - entropy).abs() < 0.1 && before > after + 0.2, "before {before}, after {after}, entropy {entropy}");
+        eprintln!(
+            "deterministic MLP NLL before fit {before:.4}, after {after:.4}, entropy {entropy:.4} nats/dim"
+        );
+        assert!(
+            (after - entropy).abs() < 0.1 && before > after + 0.2,
+            "before {before}, after {after}, entropy {entropy}"
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! are natural-log densities (nats); sums run over the last (feature) dimension and return one
 //! value per row.
 
-use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::Tensor;
+use burn::tensor::activation::{sigmoid, tanh};
 
 /// `ln(2 pi)`.
 pub const LN_2PI: f64 = 1.837_877_066_409_345_3;
@@ -80,7 +80,11 @@ pub fn kl_diag_gaussian(
     log_std_p: Tensor<2>,
 ) -> Tensor<1> {
     let dims = mean_q.dims();
-    for (name, t) in [("log_std_q", &log_std_q), ("mean_p", &mean_p), ("log_std_p", &log_std_p)] {
+    for (name, t) in [
+        ("log_std_q", &log_std_q),
+        ("mean_p", &mean_p),
+        ("log_std_p", &log_std_p),
+    ] {
         assert_eq!(
             t.dims(),
             dims,
@@ -127,7 +131,11 @@ pub fn kl_standard_normal(mean: Tensor<2>, log_std: Tensor<2>) -> Tensor<1> {
 ///
 /// # Shapes
 /// - `raw`: any shape; returns the same shape.
-pub fn soft_bound_log_std<const D: usize>(raw: Tensor<D>, min_log_std: f64, max_log_std: f64) -> Tensor<D> {
+pub fn soft_bound_log_std<const D: usize>(
+    raw: Tensor<D>,
+    min_log_std: f64,
+    max_log_std: f64,
+) -> Tensor<D> {
     assert!(
         min_log_std < max_log_std,
         "soft_bound_log_std: min_log_std {min_log_std} must be below max_log_std {max_log_std}"
@@ -136,7 +144,9 @@ pub fn soft_bound_log_std<const D: usize>(raw: Tensor<D>, min_log_std: f64, max_
     let half = 0.5 * (max_log_std - min_log_std);
     // Clamp the target slightly inside (-1, 1) so the offset is finite.
     let offset = (-mid / half).clamp(-0.999, 0.999).atanh();
-    tanh(raw.add_scalar(offset)).mul_scalar(half).add_scalar(mid)
+    tanh(raw.add_scalar(offset))
+        .mul_scalar(half)
+        .add_scalar(mid)
 }
 
 /// Binary cross-entropy of Bernoulli logits against targets in `[0, 1]`, in the numerically
@@ -192,7 +202,11 @@ mod tests {
     }
 
     fn assert_close(actual: &[f32], expected: &[f64], tol: f64, what: &str) {
-        assert_eq!(actual.len(), expected.len(), "{what}: lengths {actual:?} vs {expected:?}");
+        assert_eq!(
+            actual.len(),
+            expected.len(),
+            "{what}: lengths {actual:?} vs {expected:?}"
+        );
         for (a, e) in actual.iter().zip(expected) {
             assert!(
                 (*a as f64 - e).abs() <= tol * e.abs().max(1.0),
@@ -235,7 +249,8 @@ mod tests {
     const LQ: [[f32; 3]; 3] = [[-0.5, 0.2, -2.0], [0.0, 0.0, 0.0], [-3.0, 1.0, 0.4]];
     const MP: [[f32; 3]; 3] = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 0.0]];
     const LP: [[f32; 3]; 3] = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, -1.0, 0.4]];
-    const GOLDEN_LOG_DENSITY: [f64; 3] = [-6.260283369665064, -2.756815599614018, -26.44782681352983];
+    const GOLDEN_LOG_DENSITY: [f64; 3] =
+        [-6.260283369665064, -2.756815599614018, -26.44782681352983];
     const GOLDEN_KL: [f64; 3] = [3.154009888850723, 0.0, 37.76767655412336];
 
     #[test]
@@ -277,16 +292,24 @@ mod tests {
     fn analytic_kl_agrees_with_a_monte_carlo_estimate() {
         let (_rng, d) = test_util::seeded_flex(11);
         let n = 200_000;
-        let row = |v: [f32; 3]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, 3]), &d).repeat_dim(0, n);
+        let row = |v: [f32; 3]| {
+            Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, 3]), &d).repeat_dim(0, n)
+        };
         let (mq, lq, mp, lp) = (row(MQ[0]), row(LQ[0]), row(MP[2]), row(LP[2]));
         let eps = Tensor::<2>::random([n, 3], Distribution::Normal(0.0, 1.0), &d);
         let z = mq.clone() + lq.clone().exp() * eps.clone();
-        let log_ratio = gaussian_log_prob_of_noise(eps, lq.clone()) - gaussian_log_prob_sum(z, mp.clone(), lp.clone());
+        let log_ratio = gaussian_log_prob_of_noise(eps, lq.clone())
+            - gaussian_log_prob_sum(z, mp.clone(), lp.clone());
         let samples: Vec<f64> = vec1(log_ratio).into_iter().map(f64::from).collect();
         let mean = samples.iter().sum::<f64>() / n as f64;
         let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         let stderr = (var / n as f64).sqrt();
-        let analytic = vec1(kl_diag_gaussian(mq.slice(0..1), lq.slice(0..1), mp.slice(0..1), lp.slice(0..1)))[0] as f64;
+        let analytic = vec1(kl_diag_gaussian(
+            mq.slice(0..1),
+            lq.slice(0..1),
+            mp.slice(0..1),
+            lp.slice(0..1),
+        ))[0] as f64;
         assert!(
             (mean - analytic).abs() < 4.0 * stderr + 1e-4,
             "Monte-Carlo KL {mean} +- {stderr} vs analytic {analytic}"
@@ -296,17 +319,28 @@ mod tests {
     #[test]
     fn soft_log_std_bound_stays_within_bounds_for_extreme_inputs() {
         let d = Device::flex();
-        let raw = Tensor::<1>::from_floats([-1e30, -1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4, 1e30], &d);
+        let raw =
+            Tensor::<1>::from_floats([-1e30, -1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4, 1e30], &d);
         let (lo, hi) = (-5.0, 2.0);
         let out = vec1(soft_bound_log_std(raw, lo, hi));
         for w in out.windows(2) {
             assert!(w[0] <= w[1], "not monotone: {out:?}");
         }
         for v in &out {
-            assert!(v.is_finite() && (lo as f32) <= *v && *v <= hi as f32, "out of [{lo}, {hi}]: {out:?}");
+            assert!(
+                v.is_finite() && (lo as f32) <= *v && *v <= hi as f32,
+                "out of [{lo}, {hi}]: {out:?}"
+            );
         }
-        assert!((out[0] - lo as f32).abs() < 1e-4 && (out[8] - hi as f32).abs() < 1e-4, "{out:?}");
-        assert!(out[4].abs() < 1e-5, "raw 0 should give log_std 0, got {}", out[4]);
+        assert!(
+            (out[0] - lo as f32).abs() < 1e-4 && (out[8] - hi as f32).abs() < 1e-4,
+            "{out:?}"
+        );
+        assert!(
+            out[4].abs() < 1e-5,
+            "raw 0 should give log_std 0, got {}",
+            out[4]
+        );
     }
 
     #[test]
@@ -314,12 +348,18 @@ mod tests {
         let d = Device::flex();
         let logits = [-100.0f32, -3.0, 0.0, 2.5, 100.0];
         let targets = [0.0f32, 1.0, 1.0, 0.0, 1.0];
-        let got = vec1(bce_with_logits(Tensor::from_floats(logits, &d), Tensor::from_floats(targets, &d)));
+        let got = vec1(bce_with_logits(
+            Tensor::from_floats(logits, &d),
+            Tensor::from_floats(targets, &d),
+        ));
         for ((x, y), g) in logits.iter().zip(targets).zip(&got) {
             let (x, y) = (*x as f64, y as f64);
             // Stable reference in f64: softplus(x) - x y.
             let expected = x.max(0.0) + (-x.abs()).exp().ln_1p() - x * y;
-            assert!(((*g as f64) - expected).abs() < 1e-5 * expected.max(1.0), "bce({x}, {y}) = {g}, expected {expected}");
+            assert!(
+                ((*g as f64) - expected).abs() < 1e-5 * expected.max(1.0),
+                "bce({x}, {y}) = {g}, expected {expected}"
+            );
         }
     }
 
@@ -329,6 +369,10 @@ mod tests {
         let x = Tensor::<2>::from_floats([[1000.0, -1000.0], [1000.0, -1001.0]], &d);
         let got = vec1(logsumexp_dim0(x));
         let expected = [1000.0 + 2f64.ln(), -1000.0 + (1.0 + (-1.0f64).exp()).ln()];
-        assert!((got[0] as f64 - expected[0]).abs() < 1e-3 && (got[1] as f64 - expected[1]).abs() < 1e-3, "{got:?} vs {expected:?}");
+        assert!(
+            (got[0] as f64 - expected[0]).abs() < 1e-3
+                && (got[1] as f64 - expected[1]).abs() < 1e-3,
+            "{got:?} vs {expected:?}"
+        );
     }
 }

@@ -47,11 +47,21 @@ impl GaussianMlpConfig {
     /// If the spec or the normaliser is inconsistent, or `min_log_std >= max_log_std`.
     pub fn init(&self, spec: &ModelSpec, normalizer: Normalizer, device: &Device) -> GaussianMlp {
         spec.validate().expect("invalid model spec");
-        normalizer.validate(spec.obs_dim).expect("normalizer does not fit the spec");
-        assert!(self.min_log_std < self.max_log_std, "min_log_std must be below max_log_std: {self:?}");
+        normalizer
+            .validate(spec.obs_dim)
+            .expect("normalizer does not fit the spec");
+        assert!(
+            self.min_log_std < self.max_log_std,
+            "min_log_std must be below max_log_std: {self:?}"
+        );
         let input = spec.obs_dim + spec.action.input_width();
         GaussianMlp {
-            net: MlpConfig::new(input, self.hidden.clone(), heads::head_width(spec.obs_dim, true)).init(device),
+            net: MlpConfig::new(
+                input,
+                self.hidden.clone(),
+                heads::head_width(spec.obs_dim, true),
+            )
+            .init(device),
             reward_log_std: heads::scalar_param(device),
             normalizer,
             spec: spec.clone(),
@@ -97,9 +107,23 @@ impl GaussianMlp {
     /// # Shapes
     /// - `obs`: `[B, O]`, `action`: `[B, raw width]`
     /// - returns `([B, O], [B, O], [B], [B])`
-    pub fn forward(&self, obs: Tensor<2>, action: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tensor<1>, Tensor<1>) {
-        let Head { delta_mean, delta_log_std, reward_mean, term_logit } = self.head(obs, action);
-        (delta_mean, delta_log_std.expect("Gaussian head has a log-std"), reward_mean, term_logit)
+    pub fn forward(
+        &self,
+        obs: Tensor<2>,
+        action: Tensor<2>,
+    ) -> (Tensor<2>, Tensor<2>, Tensor<1>, Tensor<1>) {
+        let Head {
+            delta_mean,
+            delta_log_std,
+            reward_mean,
+            term_logit,
+        } = self.head(obs, action);
+        (
+            delta_mean,
+            delta_log_std.expect("Gaussian head has a log-std"),
+            reward_mean,
+            term_logit,
+        )
     }
 
     fn head(&self, obs: Tensor<2>, action: Tensor<2>) -> Head {
@@ -112,34 +136,61 @@ impl GaussianMlp {
     }
 
     fn reward_log_std_bounded(&self) -> Tensor<1> {
-        soft_bound_log_std(self.reward_log_std.val(), self.config.min_log_std, self.config.max_log_std)
+        soft_bound_log_std(
+            self.reward_log_std.val(),
+            self.config.min_log_std,
+            self.config.max_log_std,
+        )
     }
 }
 
 impl TransitionModel for GaussianMlp {
     fn loss(&self, batch: &TransitionTensors) -> LossOutput {
         heads::check_batch(&self.spec, batch);
-        let (mean, log_std, reward_mean, term_logit) = self.forward(batch.obs.clone(), batch.action.clone());
-        let d_n = self.normalizer.normalize_delta_tensor(batch.obs.clone(), batch.next_obs.clone());
+        let (mean, log_std, reward_mean, term_logit) =
+            self.forward(batch.obs.clone(), batch.action.clone());
+        let d_n = self
+            .normalizer
+            .normalize_delta_tensor(batch.obs.clone(), batch.next_obs.clone());
         let sq_err = (d_n.clone() - mean.clone()).square().mean();
         let std_mean = log_std.clone().exp().mean();
         let recon = gaussian_log_prob_sum(d_n, mean, log_std).neg().mean();
         let reward_log_std = self.reward_log_std_bounded();
-        let r_n = self.normalizer.normalize_reward_tensor(batch.reward.clone());
+        let r_n = self
+            .normalizer
+            .normalize_reward_tensor(batch.reward.clone());
         let reward = heads::reward_nll(r_n, reward_mean, reward_log_std.clone()).mean();
         let termination = bce_with_logits(term_logit, batch.terminated.clone()).mean();
         let c = &self.config;
         heads::assemble_loss(
-            vec![("recon", recon), ("reward", reward), ("termination", termination)],
-            vec![("recon", c.recon_weight), ("reward", c.reward_weight), ("termination", c.termination_weight)],
-            vec![("delta_mse", sq_err), ("delta_std_mean", std_mean), ("reward_std", reward_log_std.exp())],
+            vec![
+                ("recon", recon),
+                ("reward", reward),
+                ("termination", termination),
+            ],
+            vec![
+                ("recon", c.recon_weight),
+                ("reward", c.reward_weight),
+                ("termination", c.termination_weight),
+            ],
+            vec![
+                ("delta_mse", sq_err),
+                ("delta_std_mean", std_mean),
+                ("reward_std", reward_log_std.exp()),
+            ],
         )
     }
 
     fn sample_next(&self, obs: Tensor<2>, action: Tensor<2>) -> Prediction {
         let (mean, log_std, reward, logit) = self.forward(obs.clone(), action);
         let eps = Tensor::random(mean.shape(), Distribution::Normal(0.0, 1.0), &mean.device());
-        heads::prediction(&self.normalizer, obs, mean + log_std.exp() * eps, reward, logit)
+        heads::prediction(
+            &self.normalizer,
+            obs,
+            mean + log_std.exp() * eps,
+            reward,
+            logit,
+        )
     }
 
     fn mean_next(&self, obs: Tensor<2>, action: Tensor<2>) -> Prediction {
@@ -152,7 +203,9 @@ impl TransitionModel for GaussianMlp {
         let model = self.valid();
         let batch = batch.without_autodiff();
         let (mean, log_std, _, _) = model.forward(batch.obs.clone(), batch.action);
-        let d_n = self.normalizer.normalize_delta_tensor(batch.obs, batch.next_obs);
+        let d_n = self
+            .normalizer
+            .normalize_delta_tensor(batch.obs, batch.next_obs);
         gaussian_log_prob_sum(d_n, mean, log_std).sub_scalar(self.normalizer.log_delta_std_sum())
     }
 
@@ -173,14 +226,32 @@ mod tests {
         let toy = LinearGaussianToy::default();
         let (_rng, device) = test_util::seeded_flex(7);
         let device = device.autodiff();
-        let config = GaussianMlpConfig { hidden: vec![64, 64], ..Default::default() };
+        let config = GaussianMlpConfig {
+            hidden: vec![64, 64],
+            ..Default::default()
+        };
         let mut rng = test_util::rng(1);
         let model = config.init(&toy.spec(), toy.normalizer(&mut rng), &device);
-        let model = test_util::train(model, 1500, 3e-3, |rng| toy.batch(rng, 128, &device), &mut rng);
-        let test = toy.batch(&mut test_util::rng(99), 4096, &device.clone().without_autodiff());
+        let model = test_util::train(
+            model,
+            1500,
+            3e-3,
+            |rng| toy.batch(rng, 128, &device),
+            &mut rng,
+        );
+        let test = toy.batch(
+            &mut test_util::rng(99),
+            4096,
+            &device.clone().without_autodiff(),
+        );
         let nll = -test_util::mean(model.valid().log_likelihood(&test, 1)) / 2.0;
         let entropy = toy.conditional_entropy_per_dim();
-        eprintln!("linear-Gaussian toy: Gaussian MLP NLL {nll:.4} nats/dim, true entropy {entropy:.4}");
-        assert!((nll - entropy).abs() < 0.05, "NLL {nll} nats/dim vs entropy {entropy}");
+        eprintln!(
+            "linear-Gaussian toy: Gaussian MLP NLL {nll:.4} nats/dim, true entropy {entropy:.4}"
+        );
+        assert!(
+            (nll - entropy).abs() < 0.05,
+            "NLL {nll} nats/dim vs entropy {entropy}"
+        );
     }
 }

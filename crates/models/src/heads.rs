@@ -32,7 +32,11 @@ pub(crate) fn encode_action(spec: &ActionSpec, action: Tensor<2>) -> Tensor<2> {
                 .zip(high)
                 .map(|(&l, &h)| {
                     let range = h - l;
-                    if range.is_finite() && range > 0.0 { (2.0 / range, -1.0 - 2.0 * l / range) } else { (1.0, 0.0) }
+                    if range.is_finite() && range > 0.0 {
+                        (2.0 / range, -1.0 - 2.0 * l / range)
+                    } else {
+                        (1.0, 0.0)
+                    }
                 })
                 .unzip();
             action * row(scale, &device) + row(shift, &device)
@@ -49,11 +53,34 @@ pub(crate) fn row(values: Vec<f32>, device: &Device) -> Tensor<2> {
 ///
 /// # Shapes
 /// - `obs`: `[B, O]`, `action`: `[B, raw width]`; returns `[B, O + A]`
-pub(crate) fn model_input(spec: &ModelSpec, normalizer: &Normalizer, obs: Tensor<2>, action: Tensor<2>) -> Tensor<2> {
+pub(crate) fn model_input(
+    spec: &ModelSpec,
+    normalizer: &Normalizer,
+    obs: Tensor<2>,
+    action: Tensor<2>,
+) -> Tensor<2> {
     let [b, o] = obs.dims();
-    assert_eq!(o, spec.obs_dim, "obs shape {:?}, expected [B, {}]", obs.dims(), spec.obs_dim);
-    assert_eq!(action.dims()[0], b, "action shape {:?} does not match obs shape {:?}", action.dims(), obs.dims());
-    Tensor::cat(vec![normalizer.normalize_obs_tensor(obs), encode_action(&spec.action, action)], 1)
+    assert_eq!(
+        o,
+        spec.obs_dim,
+        "obs shape {:?}, expected [B, {}]",
+        obs.dims(),
+        spec.obs_dim
+    );
+    assert_eq!(
+        action.dims()[0],
+        b,
+        "action shape {:?} does not match obs shape {:?}",
+        action.dims(),
+        obs.dims()
+    );
+    Tensor::cat(
+        vec![
+            normalizer.normalize_obs_tensor(obs),
+            encode_action(&spec.action, action),
+        ],
+        1,
+    )
 }
 
 /// Checks a batch against the spec, with the actual shapes in the message.
@@ -86,23 +113,42 @@ pub(crate) struct Head {
 
 /// Output width of a head for `obs_dim` with or without a log-std block.
 pub(crate) fn head_width(obs_dim: usize, with_std: bool) -> usize {
-    if with_std { 2 * obs_dim + 2 } else { obs_dim + 2 }
+    if with_std {
+        2 * obs_dim + 2
+    } else {
+        obs_dim + 2
+    }
 }
 
 /// Splits a head output; bounds the log-std softly to `[min, max]`.
 ///
 /// # Shapes
 /// - `out`: `[B, 2O + 2]` (with std) or `[B, O + 2]`
-pub(crate) fn split_head(out: Tensor<2>, obs_dim: usize, log_std_bounds: Option<(f64, f64)>) -> Head {
+pub(crate) fn split_head(
+    out: Tensor<2>,
+    obs_dim: usize,
+    log_std_bounds: Option<(f64, f64)>,
+) -> Head {
     let [b, w] = out.dims();
     let with_std = log_std_bounds.is_some();
-    assert_eq!(w, head_width(obs_dim, with_std), "head output shape {:?}, obs_dim {obs_dim}", out.dims());
+    assert_eq!(
+        w,
+        head_width(obs_dim, with_std),
+        "head output shape {:?}, obs_dim {obs_dim}",
+        out.dims()
+    );
     let delta_mean = out.clone().narrow(1, 0, obs_dim);
-    let delta_log_std = log_std_bounds.map(|(lo, hi)| soft_bound_log_std(out.clone().narrow(1, obs_dim, obs_dim), lo, hi));
+    let delta_log_std = log_std_bounds
+        .map(|(lo, hi)| soft_bound_log_std(out.clone().narrow(1, obs_dim, obs_dim), lo, hi));
     let k = if with_std { 2 * obs_dim } else { obs_dim };
     let reward_mean = out.clone().narrow(1, k, 1).reshape([b]);
     let term_logit = out.narrow(1, k + 1, 1).reshape([b]);
-    Head { delta_mean, delta_log_std, reward_mean, term_logit }
+    Head {
+        delta_mean,
+        delta_log_std,
+        reward_mean,
+        term_logit,
+    }
 }
 
 /// A scalar log-std parameter, shape `[1]`, initialised to raw 0 (log-std 0 after bounding).
@@ -141,8 +187,12 @@ pub(crate) fn assemble_loss(
     weights: Vec<(&str, f64)>,
     metrics: Vec<(&str, Tensor<1>)>,
 ) -> LossOutput {
-    let terms: BTreeMap<String, Tensor<1>> = terms.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let weights: BTreeMap<String, f64> = weights.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let terms: BTreeMap<String, Tensor<1>> =
+        terms.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let weights: BTreeMap<String, f64> = weights
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     assert!(
         terms.keys().eq(weights.keys()),
         "loss terms {:?} and weights {:?} must have the same names",
@@ -154,7 +204,12 @@ pub(crate) fn assemble_loss(
         .map(|(k, t)| t.clone().mul_scalar(weights[k]))
         .reduce(|a, b| a + b)
         .expect("at least one loss term");
-    LossOutput { total, terms, weights, metrics: read_metrics(metrics) }
+    LossOutput {
+        total,
+        terms,
+        weights,
+        metrics: read_metrics(metrics),
+    }
 }
 
 /// Reads scalar (`[1]`) diagnostics back to the host in one transfer.
@@ -162,10 +217,19 @@ pub(crate) fn read_metrics(metrics: Vec<(&str, Tensor<1>)>) -> BTreeMap<String, 
     if metrics.is_empty() {
         return BTreeMap::new();
     }
-    let (names, values): (Vec<&str>, Vec<Tensor<1>>) =
-        metrics.into_iter().map(|(k, v)| (k, v.detach().without_autodiff())).unzip();
-    let values = Tensor::cat(values, 0).into_data().try_to_vec::<f32>().expect("f32 metrics");
-    names.into_iter().map(String::from).zip(values.into_iter().map(f64::from)).collect()
+    let (names, values): (Vec<&str>, Vec<Tensor<1>>) = metrics
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().without_autodiff()))
+        .unzip();
+    let values = Tensor::cat(values, 0)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 metrics");
+    names
+        .into_iter()
+        .map(String::from)
+        .zip(values.into_iter().map(f64::from))
+        .collect()
 }
 
 #[cfg(test)]
@@ -178,15 +242,27 @@ mod tests {
         let a = Tensor::<2>::from_floats([[2.0], [0.0], [1.0]], &device);
         let enc = encode_action(&ActionSpec::Discrete { n: 3 }, a);
         assert_eq!(enc.dims(), [3, 3], "actual shape {:?}", enc.dims());
-        assert_eq!(enc.into_data().try_to_vec::<f32>().unwrap(), vec![0., 0., 1., 1., 0., 0., 0., 1., 0.]);
+        assert_eq!(
+            enc.into_data().try_to_vec::<f32>().unwrap(),
+            vec![0., 0., 1., 1., 0., 0., 0., 1., 0.]
+        );
     }
 
     #[test]
     fn continuous_actions_are_rescaled_to_the_unit_box() {
         let device = Device::flex();
-        let spec = ActionSpec::Continuous { low: vec![-2.0, 0.0, f32::NEG_INFINITY], high: vec![2.0, 10.0, f32::INFINITY] };
-        let a = Tensor::<2>::from_floats([[-2.0, 0.0, 7.0], [2.0, 10.0, -3.0], [1.0, 2.5, 0.0]], &device);
-        let enc = encode_action(&spec, a).into_data().try_to_vec::<f32>().unwrap();
+        let spec = ActionSpec::Continuous {
+            low: vec![-2.0, 0.0, f32::NEG_INFINITY],
+            high: vec![2.0, 10.0, f32::INFINITY],
+        };
+        let a = Tensor::<2>::from_floats(
+            [[-2.0, 0.0, 7.0], [2.0, 10.0, -3.0], [1.0, 2.5, 0.0]],
+            &device,
+        );
+        let enc = encode_action(&spec, a)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let expected = [-1.0, -1.0, 7.0, 1.0, 1.0, -3.0, 0.5, -0.5, 0.0];
         for (g, e) in enc.iter().zip(expected) {
             assert!((g - e).abs() < 1e-6, "{enc:?} vs {expected:?}");
@@ -197,7 +273,10 @@ mod tests {
     #[should_panic(expected = "action shape [3, 2]")]
     fn a_wrong_action_width_panics_with_the_actual_shape() {
         let device = Device::flex();
-        let _ = encode_action(&ActionSpec::Discrete { n: 3 }, Tensor::<2>::zeros([3, 2], &device));
+        let _ = encode_action(
+            &ActionSpec::Discrete { n: 3 },
+            Tensor::<2>::zeros([3, 2], &device),
+        );
     }
 
     #[test]
@@ -205,6 +284,10 @@ mod tests {
     fn loss_assembly_rejects_a_term_without_a_weight() {
         let device = Device::flex();
         let one = || Tensor::<1>::ones([1], &device);
-        let _ = assemble_loss(vec![("recon", one()), ("kl", one())], vec![("recon", 1.0), ("kll", 1.0)], vec![]);
+        let _ = assemble_loss(
+            vec![("recon", one()), ("kl", one())],
+            vec![("recon", 1.0), ("kll", 1.0)],
+            vec![],
+        );
     }
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! One-step world models `p(s', r, done | s, a)` trained by (variational) maximum likelihood.
 //!
 //! Three models share one interface, [`TransitionModel`]:
@@ -124,13 +125,17 @@ impl ModelSpec {
         }
         match &self.action {
             ActionSpec::Discrete { n } if *n == 0 => Err("discrete action space with n = 0".into()),
-            ActionSpec::Continuous { low, high } if low.len() != high.len() || low.is_empty() => Err(format!(
-                "continuous action bounds have lengths {} and {}",
-                low.len(),
-                high.len()
-            )),
+            ActionSpec::Continuous { low, high } if low.len() != high.len() || low.is_empty() => {
+                Err(format!(
+                    "continuous action bounds have lengths {} and {}",
+                    low.len(),
+                    high.len()
+                ))
+            }
             ActionSpec::Continuous { low, high } if low.iter().zip(high).any(|(l, h)| l > h) => {
-                Err(format!("continuous action bounds low {low:?} > high {high:?}"))
+                Err(format!(
+                    "continuous action bounds low {low:?} > high {high:?}"
+                ))
             }
             _ => Ok(()),
         }
@@ -186,7 +191,9 @@ impl TransitionTensors {
                 "TransitionTensors::from_host: {name} has {len} values, expected {want} (batch {batch}, obs_dim {obs_dim}, action_width {action_width})"
             );
         }
-        let t2 = |v: &[f32], w: usize| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [batch, w]), device);
+        let t2 = |v: &[f32], w: usize| {
+            Tensor::<2>::from_data(TensorData::new(v.to_vec(), [batch, w]), device)
+        };
         let t1 = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [batch]), device);
         Self {
             obs: t2(obs, obs_dim),
@@ -358,7 +365,10 @@ impl AnyTransitionModel {
 
     /// For the deterministic model, fits the residual standard deviation on `batches` (see
     /// [`DeterministicMlp::fit_residual_std`]) and returns it; `None` (nothing done) otherwise.
-    pub fn fit_residual_std<'a>(&mut self, batches: impl IntoIterator<Item = &'a TransitionTensors>) -> Option<Vec<f32>> {
+    pub fn fit_residual_std<'a>(
+        &mut self,
+        batches: impl IntoIterator<Item = &'a TransitionTensors>,
+    ) -> Option<Vec<f32>> {
         match self {
             Self::Deterministic(m) => Some(m.fit_residual_std(batches)),
             _ => None,
@@ -383,11 +393,18 @@ impl TransitionModelConfig {
     ///
     /// # Panics
     /// If the spec, the normaliser or the config is inconsistent.
-    pub fn init(&self, spec: &ModelSpec, normalizer: Normalizer, device: &Device) -> AnyTransitionModel {
+    pub fn init(
+        &self,
+        spec: &ModelSpec,
+        normalizer: Normalizer,
+        device: &Device,
+    ) -> AnyTransitionModel {
         match self {
             Self::Cvae(c) => AnyTransitionModel::Cvae(c.init(spec, normalizer, device)),
             Self::Gaussian(c) => AnyTransitionModel::Gaussian(c.init(spec, normalizer, device)),
-            Self::Deterministic(c) => AnyTransitionModel::Deterministic(c.init(spec, normalizer, device)),
+            Self::Deterministic(c) => {
+                AnyTransitionModel::Deterministic(c.init(spec, normalizer, device))
+            }
         }
     }
 
@@ -418,12 +435,17 @@ mod tests {
     #[test]
     fn transition_model_config_parses_partial_ron_with_defaults() {
         let c: TransitionModelConfig = ron::from_str("Cvae((latent_dim: 3, beta: 0.5))").unwrap();
-        let TransitionModelConfig::Cvae(cvae) = &c else { panic!("{c:?}") };
+        let TransitionModelConfig::Cvae(cvae) = &c else {
+            panic!("{c:?}")
+        };
         assert_eq!((cvae.latent_dim, cvae.beta), (3, 0.5));
         assert_eq!(cvae.hidden, CvaeConfig::default().hidden);
         assert_eq!(c.kind(), "cvae");
         let g: TransitionModelConfig = ron::from_str("Gaussian(())").unwrap();
-        assert_eq!(g, TransitionModelConfig::Gaussian(GaussianMlpConfig::default()));
+        assert_eq!(
+            g,
+            TransitionModelConfig::Gaussian(GaussianMlpConfig::default())
+        );
         assert_eq!(g.kind(), "gaussian_mlp");
         let d: TransitionModelConfig = ron::from_str("Deterministic((hidden: [8]))").unwrap();
         assert_eq!(d.kind(), "deterministic_mlp");
@@ -437,7 +459,9 @@ mod tests {
     #[test]
     fn from_host_builds_the_documented_shapes() {
         let device = Device::flex();
-        let b = TransitionTensors::from_host(&[0.0; 6], &[1.0; 2], &[0.0; 6], &[0.0; 2], &[0.0; 2], 2, 3, 1, &device);
+        let b = TransitionTensors::from_host(
+            &[0.0; 6], &[1.0; 2], &[0.0; 6], &[0.0; 2], &[0.0; 2], 2, 3, 1, &device,
+        );
         assert_eq!(b.obs.dims(), [2, 3], "actual {:?}", b.obs.dims());
         assert_eq!(b.action.dims(), [2, 1], "actual {:?}", b.action.dims());
         assert_eq!(b.reward.dims(), [2], "actual {:?}", b.reward.dims());
@@ -446,17 +470,40 @@ mod tests {
     #[test]
     #[should_panic(expected = "obs has 5 values, expected 6")]
     fn from_host_rejects_a_slice_of_the_wrong_length() {
-        TransitionTensors::from_host(&[0.0; 5], &[1.0; 2], &[0.0; 6], &[0.0; 2], &[0.0; 2], 2, 3, 1, &Device::flex());
+        TransitionTensors::from_host(
+            &[0.0; 5],
+            &[1.0; 2],
+            &[0.0; 6],
+            &[0.0; 2],
+            &[0.0; 2],
+            2,
+            3,
+            1,
+            &Device::flex(),
+        );
     }
 
     #[test]
     fn every_model_kind_builds_predicts_the_documented_shapes_and_round_trips_its_record() {
         let (_rng, device) = test_util::seeded_flex(5);
-        let spec = ModelSpec { obs_dim: 3, action: ActionSpec::Discrete { n: 4 } };
+        let spec = ModelSpec {
+            obs_dim: 3,
+            action: ActionSpec::Discrete { n: 4 },
+        };
         let configs = [
-            TransitionModelConfig::Cvae(CvaeConfig { hidden: vec![16], latent_dim: 2, ..Default::default() }),
-            TransitionModelConfig::Gaussian(GaussianMlpConfig { hidden: vec![16], ..Default::default() }),
-            TransitionModelConfig::Deterministic(DeterministicMlpConfig { hidden: vec![16], ..Default::default() }),
+            TransitionModelConfig::Cvae(CvaeConfig {
+                hidden: vec![16],
+                latent_dim: 2,
+                ..Default::default()
+            }),
+            TransitionModelConfig::Gaussian(GaussianMlpConfig {
+                hidden: vec![16],
+                ..Default::default()
+            }),
+            TransitionModelConfig::Deterministic(DeterministicMlpConfig {
+                hidden: vec![16],
+                ..Default::default()
+            }),
         ];
         let batch = test_util::random_batch(&spec, 5, &device);
         for config in configs {
@@ -466,23 +513,118 @@ mod tests {
                 model.sample_next(batch.obs.clone(), batch.action.clone()),
                 model.mean_next(batch.obs.clone(), batch.action.clone()),
             ] {
-                assert_eq!(p.next_obs.dims(), [5, 3], "{}: next_obs shape {:?}", model.kind(), p.next_obs.dims());
-                assert_eq!(p.reward.dims(), [5], "{}: reward shape {:?}", model.kind(), p.reward.dims());
-                assert_eq!(p.terminated_prob.dims(), [5], "{}: prob shape {:?}", model.kind(), p.terminated_prob.dims());
+                assert_eq!(
+                    p.next_obs.dims(),
+                    [5, 3],
+                    "{}: next_obs shape {:?}",
+                    model.kind(),
+                    p.next_obs.dims()
+                );
+                assert_eq!(
+                    p.reward.dims(),
+                    [5],
+                    "{}: reward shape {:?}",
+                    model.kind(),
+                    p.reward.dims()
+                );
+                assert_eq!(
+                    p.terminated_prob.dims(),
+                    [5],
+                    "{}: prob shape {:?}",
+                    model.kind(),
+                    p.terminated_prob.dims()
+                );
             }
             let ll = model.log_likelihood(&batch, 3);
-            assert_eq!(ll.dims(), [5], "{}: log-likelihood shape {:?}", model.kind(), ll.dims());
+            assert_eq!(
+                ll.dims(),
+                [5],
+                "{}: log-likelihood shape {:?}",
+                model.kind(),
+                ll.dims()
+            );
             let loss = model.loss(&batch);
-            assert_eq!(loss.total.dims(), [1], "{}: total shape {:?}", model.kind(), loss.total.dims());
+            assert_eq!(
+                loss.total.dims(),
+                [1],
+                "{}: total shape {:?}",
+                model.kind(),
+                loss.total.dims()
+            );
             assert!(loss.total.clone().into_scalar::<f32>().is_finite());
 
             // Record round trip into a freshly initialised model gives identical outputs.
-            let expected = model.mean_next(batch.obs.clone(), batch.action.clone()).next_obs.into_data();
+            let expected = model
+                .mean_next(batch.obs.clone(), batch.action.clone())
+                .next_obs
+                .into_data();
             let record = model.clone().into_record();
             device.seed(99);
-            let fresh = config.init(&spec, Normalizer::identity(3), &device).load_record(record);
-            let got = fresh.mean_next(batch.obs.clone(), batch.action.clone()).next_obs.into_data();
-            assert_eq!(got.try_to_vec::<f32>().unwrap(), expected.try_to_vec::<f32>().unwrap(), "{}", model.kind());
+            let fresh = config
+                .init(&spec, Normalizer::identity(3), &device)
+                .load_record(record);
+            let got = fresh
+                .mean_next(batch.obs.clone(), batch.action.clone())
+                .next_obs
+                .into_data();
+            assert_eq!(
+                got.try_to_vec::<f32>().unwrap(),
+                expected.try_to_vec::<f32>().unwrap(),
+                "{}",
+                model.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn every_model_takes_an_optimiser_step_with_discrete_actions_on_an_autodiff_device() {
+        use burn::optim::{AdamConfig, GradientsParams};
+        let (_rng, plain) = test_util::seeded_flex(6);
+        let device = plain.autodiff();
+        let spec = ModelSpec {
+            obs_dim: 2,
+            action: ActionSpec::Discrete { n: 3 },
+        };
+        let batch = test_util::random_batch(&spec, 8, &device);
+        for config in [
+            TransitionModelConfig::Cvae(CvaeConfig {
+                hidden: vec![8],
+                ..Default::default()
+            }),
+            TransitionModelConfig::Gaussian(GaussianMlpConfig {
+                hidden: vec![8],
+                ..Default::default()
+            }),
+            TransitionModelConfig::Deterministic(DeterministicMlpConfig {
+                hidden: vec![8],
+                ..Default::default()
+            }),
+        ] {
+            let mut model = config.init(&spec, Normalizer::identity(2), &device);
+            let before = model.loss(&batch).total.into_scalar::<f32>();
+            let mut optim = AdamConfig::new().init();
+            for _ in 0..5 {
+                let grads =
+                    GradientsParams::from_grads(model.loss(&batch).total.backward(), &model);
+                assert!(!grads.is_empty(), "{}: no gradients", model.kind());
+                model = optim.step(1e-2, model, grads);
+            }
+            let after = model
+                .valid()
+                .loss(&batch.without_autodiff())
+                .total
+                .into_scalar::<f32>();
+            assert!(
+                after.is_finite() && before.is_finite(),
+                "{}: loss {before} -> {after}",
+                model.kind()
+            );
+
+            // Residual std: only the deterministic model has one.
+            let is_det = model.kind() == "deterministic_mlp";
+            assert_eq!(model.fit_residual_std([&batch]).is_some(), is_det);
+            assert_eq!(model.residual_std().is_some(), is_det);
+            assert_eq!(model.set_residual_std(vec![0.5, 0.5]), is_det);
         }
     }
 }

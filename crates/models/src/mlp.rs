@@ -34,7 +34,10 @@ impl MlpConfig {
     /// Creates the network on `device` with burn's default `Linear` initialisation (seeded by
     /// [`Device::seed`]).
     pub fn init(&self, device: &Device) -> Mlp {
-        assert!(self.input > 0 && self.output > 0, "MLP widths must be positive: {self:?}");
+        assert!(
+            self.input > 0 && self.output > 0,
+            "MLP widths must be positive: {self:?}"
+        );
         let mut widths = Vec::with_capacity(self.hidden.len() + 2);
         widths.push(self.input);
         widths.extend(self.hidden.iter().copied());
@@ -42,7 +45,11 @@ impl MlpConfig {
         let layers = widths
             .windows(2)
             .map(|w| {
-                assert!(w[1] > 0, "MLP hidden widths must be positive: {:?}", self.hidden);
+                assert!(
+                    w[1] > 0,
+                    "MLP hidden widths must be positive: {:?}",
+                    self.hidden
+                );
                 LinearConfig::new(w[0], w[1]).init(device)
             })
             .collect();
@@ -104,7 +111,9 @@ mod tests {
         let x = Tensor::<2>::from_floats([[0.3, -1.2]], &device);
         let a = lin.forward(x.clone()).into_scalar::<f32>();
         let b = lin.forward(x.neg()).into_scalar::<f32>();
-        let zero = lin.forward(Tensor::<2>::zeros([1, 2], &device)).into_scalar::<f32>();
+        let zero = lin
+            .forward(Tensor::<2>::zeros([1, 2], &device))
+            .into_scalar::<f32>();
         assert!((a + b - 2.0 * zero).abs() < 1e-5, "{a} + {b} != 2 * {zero}");
     }
 

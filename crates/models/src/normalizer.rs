@@ -57,7 +57,12 @@ impl Normalizer {
         assert!(obs_dim > 0, "Normalizer::fit: obs_dim must be positive");
         let n = rewards.len();
         assert!(n > 0, "Normalizer::fit: no transitions");
-        assert_eq!(obs.len(), n * obs_dim, "Normalizer::fit: obs length {} != N {n} * O {obs_dim}", obs.len());
+        assert_eq!(
+            obs.len(),
+            n * obs_dim,
+            "Normalizer::fit: obs length {} != N {n} * O {obs_dim}",
+            obs.len()
+        );
         assert_eq!(
             next_obs.len(),
             n * obs_dim,
@@ -68,7 +73,8 @@ impl Normalizer {
         for j in 0..obs_dim {
             let column = (0..n).map(move |i| obs[i * obs_dim + j] as f64);
             (normalizer.obs_mean[j], normalizer.obs_std[j]) = mean_std(column, Self::STD_FLOOR);
-            let delta = (0..n).map(move |i| next_obs[i * obs_dim + j] as f64 - obs[i * obs_dim + j] as f64);
+            let delta =
+                (0..n).map(move |i| next_obs[i * obs_dim + j] as f64 - obs[i * obs_dim + j] as f64);
             (normalizer.delta_mean[j], normalizer.delta_std[j]) = mean_std(delta, Self::STD_FLOOR);
         }
         (normalizer.reward_mean, normalizer.reward_std) =
@@ -102,12 +108,21 @@ impl Normalizer {
             ("delta_std", &self.delta_std),
         ] {
             if v.len() != obs_dim {
-                return Err(format!("normalizer {name} has length {}, expected obs_dim {obs_dim}", v.len()));
+                return Err(format!(
+                    "normalizer {name} has length {}, expected obs_dim {obs_dim}",
+                    v.len()
+                ));
             }
         }
-        let stds = self.obs_std.iter().chain(&self.delta_std).chain([&self.reward_std]);
+        let stds = self
+            .obs_std
+            .iter()
+            .chain(&self.delta_std)
+            .chain([&self.reward_std]);
         if stds.clone().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(format!("normalizer standard deviations must be positive and finite: {self:?}"));
+            return Err(format!(
+                "normalizer standard deviations must be positive and finite: {self:?}"
+            ));
         }
         Ok(())
     }
@@ -121,13 +136,20 @@ impl Normalizer {
     /// Normalises observations on the host. `obs`: `[N * O]` -> `[N * O]`.
     pub fn normalize_obs(&self, obs: &[f32]) -> Vec<f32> {
         let o = self.obs_dim();
-        obs.iter().enumerate().map(|(i, x)| (x - self.obs_mean[i % o]) / self.obs_std[i % o]).collect()
+        obs.iter()
+            .enumerate()
+            .map(|(i, x)| (x - self.obs_mean[i % o]) / self.obs_std[i % o])
+            .collect()
     }
 
     /// Inverse of [`Self::normalize_obs`].
     pub fn denormalize_obs(&self, obs_n: &[f32]) -> Vec<f32> {
         let o = self.obs_dim();
-        obs_n.iter().enumerate().map(|(i, x)| x * self.obs_std[i % o] + self.obs_mean[i % o]).collect()
+        obs_n
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * self.obs_std[i % o] + self.obs_mean[i % o])
+            .collect()
     }
 
     fn row(values: &[f32], device: &Device) -> Tensor<2> {
@@ -168,7 +190,9 @@ impl Normalizer {
     /// # Shapes
     /// - `reward`: `[B]`; returns `[B]`
     pub fn normalize_reward_tensor(&self, reward: Tensor<1>) -> Tensor<1> {
-        reward.sub_scalar(self.reward_mean).div_scalar(self.reward_std)
+        reward
+            .sub_scalar(self.reward_mean)
+            .div_scalar(self.reward_std)
     }
 
     /// `reward_mean + reward_std * r_n`.
@@ -176,7 +200,9 @@ impl Normalizer {
     /// # Shapes
     /// - `reward_n`: `[B]`; returns `[B]`
     pub fn denormalize_reward_tensor(&self, reward_n: Tensor<1>) -> Tensor<1> {
-        reward_n.mul_scalar(self.reward_std).add_scalar(self.reward_mean)
+        reward_n
+            .mul_scalar(self.reward_std)
+            .add_scalar(self.reward_mean)
     }
 }
 
@@ -197,7 +223,11 @@ mod tests {
         let (obs, next, rewards) = data();
         let n = Normalizer::fit(&obs, &next, &rewards, 2);
         assert_eq!(n.obs_mean, vec![2.5, 5.0]);
-        assert!((n.obs_std[0] - 1.25f32.sqrt()).abs() < 1e-6, "{:?}", n.obs_std);
+        assert!(
+            (n.obs_std[0] - 1.25f32.sqrt()).abs() < 1e-6,
+            "{:?}",
+            n.obs_std
+        );
         assert_eq!(n.obs_std[1], Normalizer::STD_FLOOR);
         assert_eq!(n.delta_mean, vec![0.25, 0.0]);
         assert!((n.delta_std[0] - 0.25).abs() < 1e-6, "{:?}", n.delta_std);
@@ -219,15 +249,27 @@ mod tests {
         let s = Tensor::<2>::from_data(TensorData::new(obs.clone(), [4, 2]), &device);
         let s2 = Tensor::<2>::from_data(TensorData::new(next.clone(), [4, 2]), &device);
         let d = n.normalize_delta_tensor(s.clone(), s2);
-        let rebuilt = n.next_obs_from_delta_tensor(s.clone(), d).into_data().try_to_vec::<f32>().unwrap();
+        let rebuilt = n
+            .next_obs_from_delta_tensor(s.clone(), d)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         for (a, b) in next.iter().zip(&rebuilt) {
             assert!((a - b).abs() < 1e-5, "{next:?} -> {rebuilt:?}");
         }
-        let s_n = n.normalize_obs_tensor(s).into_data().try_to_vec::<f32>().unwrap();
+        let s_n = n
+            .normalize_obs_tensor(s)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(s_n, n.normalize_obs(&obs));
 
         let r = Tensor::<1>::from_floats([0.5, 1.0, 2.0], &device);
-        let r_back = n.denormalize_reward_tensor(n.normalize_reward_tensor(r)).into_data().try_to_vec::<f32>().unwrap();
+        let r_back = n
+            .denormalize_reward_tensor(n.normalize_reward_tensor(r))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         for (a, b) in [0.5f32, 1.0, 2.0].iter().zip(&r_back) {
             assert!((a - b).abs() < 1e-4, "{r_back:?}");
         }

@@ -19,7 +19,9 @@ static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Locks the process-wide device RNG and seeds it; keep the guard alive for the whole test.
 /// Returns the plain flex device.
 pub fn seeded_flex(seed: u64) -> (std::sync::MutexGuard<'static, ()>, Device) {
-    let guard = DEVICE_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = DEVICE_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let device = Device::flex();
     device.seed(seed);
     (guard, device)
@@ -42,7 +44,11 @@ pub fn to_vec2(t: Tensor<2>) -> Vec<f32> {
 pub fn random_batch(spec: &ModelSpec, batch: usize, device: &Device) -> TransitionTensors {
     let mut r = rng(123);
     let o = spec.obs_dim;
-    let normal = |r: &mut TestRng, n: usize| (0..n).map(|_| r.sample::<f32, _>(StandardNormal)).collect::<Vec<_>>();
+    let normal = |r: &mut TestRng, n: usize| {
+        (0..n)
+            .map(|_| r.sample::<f32, _>(StandardNormal))
+            .collect::<Vec<_>>()
+    };
     let obs = normal(&mut r, batch * o);
     let next = normal(&mut r, batch * o);
     let action: Vec<f32> = match &spec.action {
@@ -52,8 +58,20 @@ pub fn random_batch(spec: &ModelSpec, batch: usize, device: &Device) -> Transiti
             .collect(),
     };
     let reward = normal(&mut r, batch);
-    let term: Vec<f32> = (0..batch).map(|_| if r.random::<f32>() < 0.1 { 1.0 } else { 0.0 }).collect();
-    TransitionTensors::from_host(&obs, &action, &next, &reward, &term, batch, o, spec.action.raw_width(), device)
+    let term: Vec<f32> = (0..batch)
+        .map(|_| if r.random::<f32>() < 0.1 { 1.0 } else { 0.0 })
+        .collect();
+    TransitionTensors::from_host(
+        &obs,
+        &action,
+        &next,
+        &reward,
+        &term,
+        batch,
+        o,
+        spec.action.raw_width(),
+        device,
+    )
 }
 
 /// Adam (gradient norm clipped at 100) for `steps` steps on fresh batches from `batch`.
@@ -64,14 +82,19 @@ pub fn train<M: TransitionModel>(
     mut batch: impl FnMut(&mut TestRng) -> TransitionTensors,
     rng: &mut TestRng,
 ) -> M {
-    let mut optim = AdamConfig::new().with_grad_clipping(Some(GradientClippingConfig::Norm(100.0))).init();
+    let mut optim = AdamConfig::new()
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(100.0)))
+        .init();
     let log = std::env::var_os("WM_TEST_LOG").is_some();
     for step in 0..steps {
         let b = batch(rng);
         let loss = model.loss(&b);
         if log && step % 100 == 0 {
-            let terms: Vec<String> =
-                loss.terms.iter().map(|(k, t)| format!("{k} {:.3}", t.clone().into_scalar::<f32>())).collect();
+            let terms: Vec<String> = loss
+                .terms
+                .iter()
+                .map(|(k, t)| format!("{k} {:.3}", t.clone().into_scalar::<f32>()))
+                .collect();
             eprintln!("step {step}: {} {:?}", terms.join(", "), loss.metrics);
         }
         let grads = GradientsParams::from_grads(loss.total.backward(), &model);
@@ -116,23 +139,44 @@ pub struct LinearGaussianToy {
 
 impl Default for LinearGaussianToy {
     fn default() -> Self {
-        Self { a: [[0.9, 0.2], [-0.1, 0.8]], b: [0.5, -0.3], sigma: [0.1, 0.3] }
+        Self {
+            a: [[0.9, 0.2], [-0.1, 0.8]],
+            b: [0.5, -0.3],
+            sigma: [0.1, 0.3],
+        }
     }
 }
 
 impl LinearGaussianToy {
     pub fn spec(&self) -> ModelSpec {
-        ModelSpec { obs_dim: 2, action: ActionSpec::Continuous { low: vec![-1.0], high: vec![1.0] } }
+        ModelSpec {
+            obs_dim: 2,
+            action: ActionSpec::Continuous {
+                low: vec![-1.0],
+                high: vec![1.0],
+            },
+        }
     }
 
     pub fn host(&self, rng: &mut TestRng, n: usize) -> HostBatch {
-        let mut hb = HostBatch { obs: vec![], action: vec![], next_obs: vec![], reward: vec![], n };
+        let mut hb = HostBatch {
+            obs: vec![],
+            action: vec![],
+            next_obs: vec![],
+            reward: vec![],
+            n,
+        };
         for _ in 0..n {
             let s: [f32; 2] = [rng.sample(StandardNormal), rng.sample(StandardNormal)];
             let a: f32 = rng.random_range(-1.0..1.0);
             for i in 0..2 {
                 let noise: f32 = rng.sample(StandardNormal);
-                hb.next_obs.push(self.a[i][0] * s[0] + self.a[i][1] * s[1] + self.b[i] * a + self.sigma[i] * noise);
+                hb.next_obs.push(
+                    self.a[i][0] * s[0]
+                        + self.a[i][1] * s[1]
+                        + self.b[i] * a
+                        + self.sigma[i] * noise,
+                );
             }
             hb.obs.extend(s);
             hb.action.push(a);
@@ -154,7 +198,9 @@ impl LinearGaussianToy {
     pub fn conditional_entropy_per_dim(&self) -> f64 {
         self.sigma
             .iter()
-            .map(|s| 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E * (*s as f64).powi(2)).ln())
+            .map(|s| {
+                0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E * (*s as f64).powi(2)).ln()
+            })
             .sum::<f64>()
             / 2.0
     }
@@ -174,11 +220,23 @@ impl Default for BimodalToy {
 
 impl BimodalToy {
     pub fn spec(&self) -> ModelSpec {
-        ModelSpec { obs_dim: 1, action: ActionSpec::Continuous { low: vec![-1.0], high: vec![1.0] } }
+        ModelSpec {
+            obs_dim: 1,
+            action: ActionSpec::Continuous {
+                low: vec![-1.0],
+                high: vec![1.0],
+            },
+        }
     }
 
     pub fn host(&self, rng: &mut TestRng, n: usize) -> HostBatch {
-        let mut hb = HostBatch { obs: vec![], action: vec![], next_obs: vec![], reward: vec![], n };
+        let mut hb = HostBatch {
+            obs: vec![],
+            action: vec![],
+            next_obs: vec![],
+            reward: vec![],
+            n,
+        };
         for _ in 0..n {
             let s: f32 = rng.random_range(-1.0..1.0);
             let jump = if rng.random::<bool>() { 1.0 } else { -1.0 };
@@ -203,6 +261,7 @@ impl BimodalToy {
     /// Entropy of an equal mixture of two well-separated Gaussians of std `noise`:
     /// `0.5 ln(2 pi e noise^2) + ln 2`.
     pub fn conditional_entropy(&self) -> f64 {
-        0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E * (self.noise as f64).powi(2)).ln() + 2f64.ln()
+        0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E * (self.noise as f64).powi(2)).ln()
+            + 2f64.ln()
     }
 }

@@ -16,4 +16,4 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{TrainError, TrainOptions, TrainOutcome, load_for_eval, resume, train};
+pub use trainer::{TrainError, TrainOptions, TrainOutcome, load_for_eval, resume, train, update_step};

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wm_backend::{Device, DeviceSpec};
-use wm_models::{AnyTransitionModel, ModelSpec, Normalizer, TransitionModel};
+use wm_models::{AnyTransitionModel, LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionTensors};
 use wm_replay::{LoadMode, ReplayBuffer};
 
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
@@ -272,6 +272,21 @@ fn save_checkpoint(prepared: &Prepared) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// One gradient update: loss, backward, global-norm clipping, Adam. Returns the updated model,
+/// the loss (for logging) and the gradient norm before clipping. `wm bench` times exactly this.
+pub fn update_step(
+    model: AnyTransitionModel,
+    optimizer: &mut ModuleOptimizer,
+    batch: &TransitionTensors,
+    lr: f64,
+    grad_clip: f32,
+) -> (AnyTransitionModel, LossOutput, f32) {
+    let loss = model.loss(batch);
+    let mut grads = GradientsParams::from_grads(loss.total.backward(), &model);
+    let grad_norm = clip_global_norm(&model, &mut grads, grad_clip);
+    (optimizer.step(lr, model, grads), loss, grad_norm)
+}
+
 /// The schedules, named.
 fn should(every: usize, update: u64) -> bool {
     update % every as u64 == 0
@@ -301,10 +316,9 @@ fn run_loop(mut prepared: Prepared, options: &TrainOptions, device: &Device) -> 
         let learner = &mut prepared.learner;
         let batch = prepared.train_buffer.sample_transitions(&mut learner.rng, config.optim.batch_size)?;
         let batch = to_tensors(&batch, 0..batch.batch_size, &training_device);
-        let loss = learner.model.loss(&batch);
-        let mut grads = GradientsParams::from_grads(loss.total.backward(), &learner.model);
-        let grad_norm = clip_global_norm(&learner.model, &mut grads, config.optim.grad_clip);
-        learner.model = learner.optimizer.step(config.optim.lr, learner.model.clone(), grads);
+        let (model, loss, grad_norm) =
+            update_step(learner.model.clone(), &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
+        learner.model = model;
         learner.update += 1;
         let update = learner.update;
 
@@ -337,14 +351,12 @@ fn run_loop(mut prepared: Prepared, options: &TrainOptions, device: &Device) -> 
     }
     progress.finish_and_clear();
 
-    // The expectation model's likelihood uses the variance of its training residuals.
-    if prepared.learner.model.residual_std().is_some() {
-        let data = all_transitions(&prepared.train_buffer, 20_000);
-        let batches: Vec<_> = (0..data.batch_size).step_by(1024).map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device)).collect();
-        let mut model = prepared.learner.model.valid();
-        if let Some(std) = model.fit_residual_std(batches.iter()) {
-            prepared.learner.model.set_residual_std(std);
-        }
+    // The expectation model's likelihood uses the variance of its training residuals (the
+    // other models have nothing to fit and return None).
+    let data = all_transitions(&prepared.train_buffer, 20_000);
+    let batches: Vec<_> = (0..data.batch_size).step_by(1024).map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device)).collect();
+    if let Some(std) = prepared.learner.model.valid().fit_residual_std(batches.iter()) {
+        prepared.learner.model.set_residual_std(std);
     }
     save_checkpoint(&prepared)?;
 

@@ -3,7 +3,7 @@
 
 Random actions are pre-sampled into a pool of 4096 and cycled through; resets on episode end are
 included in the timed loop; the median of --repeats repetitions is reported.
-Run through scripts/bench_env.sh, which runs both sides in one go.
+Run through scripts/bench/env.sh, which runs both sides in one go.
 """
 import argparse
 import json
