@@ -159,6 +159,10 @@ pub struct TrainArgs {
     /// Hide the progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
+    /// One rollout worker in lock-step with the learner: the same seed gives the same numbers
+    /// bit for bit (same as `--set pipeline.deterministic=true`).
+    #[arg(long, conflicts_with = "resume")]
+    pub deterministic: bool,
 }
 
 /// Arguments of `wm eval`.

@@ -1,5 +1,8 @@
 //! `wm train` and `wm eval`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use wm_backend::DeviceSpec;
 use wm_train::eval::{EvalOptions, evaluate};
@@ -9,7 +12,17 @@ use crate::cli::{EvalArgs, PlotArgs, TrainArgs};
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let device: DeviceSpec = args.device.parse()?;
-    let options = TrainOptions { runs_dir: args.runs_dir.clone(), device, progress: !args.quiet };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    // First Ctrl-C: stop at the next safe point with a checkpoint; a second one: exit at once.
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::AcqRel) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping at the next safe point (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let options = TrainOptions { runs_dir: args.runs_dir.clone(), device, progress: !args.quiet, interrupt };
     let outcome = if let Some(run_dir) = &args.resume {
         wm_train::resume(run_dir, &args.set, &options).with_context(|| format!("resuming {}", run_dir.display()))?
     } else {
@@ -18,10 +31,14 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         if let Some(seed) = args.seed {
             overrides.push(format!("seed={seed}"));
         }
+        if args.deterministic {
+            overrides.push("pipeline.deterministic=true".into());
+        }
         let config = TrainConfig::load(path, &overrides)?;
         wm_train::train(config, &options).context("training")?
     };
     println!("run folder: {}", outcome.run.dir.display());
+    println!("{} updates this run, {} environment steps in replay", outcome.updates_this_run, outcome.env_steps);
     println!("{}", outcome.report.table());
     Ok(())
 }

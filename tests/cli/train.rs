@@ -4,7 +4,7 @@ use crate::util::{stderr, stdout, wm};
 
 /// Flags that shrink a config to a run of a second or two.
 const TINY: &[&str] = &[
-    "--set", "data.train_steps=400",
+    "--set", "data.prefill_steps=400",
     "--set", "data.eval_steps=150",
     "--set", "schedule.updates=20",
     "--set", "schedule.log_every=5",
@@ -98,18 +98,26 @@ fn corrupt_checkpoint_is_reported_not_panicked_on() {
 }
 
 #[test]
-fn same_seed_and_config_give_identical_metrics() {
-    let eval_json = |seed: &str| {
+fn deterministic_mode_gives_identical_loss_curves_and_metrics_for_a_seed() {
+    let run = |seed: &str| {
         let runs = tempfile::tempdir().expect("temp dir");
-        let mut args = vec!["train", "--config", "configs/pendulum_cvae.ron", "--seed", seed, "--quiet"];
+        let mut args = vec!["train", "--config", "configs/pendulum_cvae.ron", "--seed", seed, "--deterministic", "--quiet"];
         args.extend_from_slice(&["--runs-dir", runs.path().to_str().expect("utf-8")]);
         args.extend_from_slice(TINY);
+        args.extend_from_slice(&["--set", "schedule.updates=60", "--set", "pipeline.replay_ratio=0.25"]);
         let output = crate::util::wm_in(env!("CARGO_MANIFEST_DIR"), &args);
         assert!(output.status.success(), "wm train failed: {}", stderr(&output));
         let run = std::fs::read_dir(runs.path()).expect("runs").next().expect("a run").expect("entry").path();
-        std::fs::read_to_string(run.join("eval.json")).expect("eval.json")
+        let losses: Vec<(i64, f32)> = wm_train::tensorboard::read_scalars(&run)
+            .expect("events")
+            .into_iter()
+            .filter(|s| s.tag.starts_with("loss/"))
+            .map(|s| (s.step, s.value))
+            .collect();
+        (losses, std::fs::read_to_string(run.join("eval.json")).expect("eval.json"))
     };
-    let first = eval_json("3");
-    assert_eq!(first, eval_json("3"), "same seed, same numbers");
-    assert_ne!(first, eval_json("4"), "another seed, other numbers");
+    let first = run("3");
+    assert!(first.0.len() >= 12 * 5, "loss terms logged every 5 of 60 updates: {}", first.0.len());
+    assert_eq!(first, run("3"), "same seed, same loss curve and metrics");
+    assert_ne!(first.1, run("4").1, "another seed, other numbers");
 }

@@ -54,6 +54,9 @@ pub enum CheckpointError {
 pub struct CheckpointMeta {
     /// Gradient updates done.
     pub update: u64,
+    /// Environment steps inserted into the training replay (prefill included).
+    #[serde(default)]
+    pub env_steps: u64,
     /// The model kind (`cvae`, `gaussian_mlp`, ...), checked on load.
     pub model_kind: String,
     /// The resolved training config, as RON.
@@ -179,6 +182,7 @@ mod tests {
         Checkpoint {
             meta: CheckpointMeta {
                 update: 42,
+                env_steps: 4200,
                 model_kind: "cvae".into(),
                 config_ron: "(env: \"cartpole\")".into(),
                 model_state: serde_json::json!({"obs_mean": [0.0, 1.0]}),

@@ -65,14 +65,46 @@ pub enum CollectPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Environment steps of training data (whole episodes, so slightly more may be collected).
-    pub train_steps: usize,
+    /// Environment steps collected with the random policy before the first update (whole
+    /// episodes, so slightly more). After that the rollout workers collect at the replay ratio.
+    pub prefill_steps: usize,
     /// Environment steps of held-out evaluation data, from episodes with other seeds.
     pub eval_steps: usize,
     /// The acting policy while collecting.
     pub policy: CollectPolicy,
     /// Capacity of the replay buffer in transitions.
     pub replay_capacity: usize,
+}
+
+/// The rollout/learner pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Rollout worker threads; 0 picks one per core left after the learner's (at least one).
+    pub workers: usize,
+    /// Gradient updates per environment step after prefill.
+    pub replay_ratio: f64,
+    /// Environment steps the collection may run ahead of, or behind, the ratio.
+    pub tolerance_steps: usize,
+    /// Episodes in flight between the workers and the learner.
+    pub channel_capacity: usize,
+    /// Publish the learner's weights to the workers every this many updates.
+    pub weight_sync_every: usize,
+    /// One worker in lock-step with the learner: the same seed gives the same numbers bit for bit.
+    pub deterministic: bool,
+}
+
+impl PipelineConfig {
+    /// The number of worker threads to start.
+    pub fn resolved_workers(&self) -> usize {
+        if self.deterministic {
+            1
+        } else if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+        } else {
+            self.workers
+        }
+    }
 }
 
 /// Optimiser settings (Adam with global-norm gradient clipping).
@@ -129,6 +161,8 @@ pub struct TrainConfig {
     pub model: TransitionModelConfig,
     /// Data collection.
     pub data: DataConfig,
+    /// Rollout workers, replay ratio and weight sync.
+    pub pipeline: PipelineConfig,
     /// Optimiser.
     pub optim: OptimConfig,
     /// Schedules.
@@ -203,7 +237,10 @@ impl TrainConfig {
             return fail("env", format!("names no environment: `{}` (known: {})", self.env, wm_envs::ENV_NAMES.join(", ")));
         }
         let positive = [
-            ("data.train_steps", self.data.train_steps),
+            ("data.prefill_steps", self.data.prefill_steps),
+            ("pipeline.channel_capacity", self.pipeline.channel_capacity),
+            ("pipeline.tolerance_steps", self.pipeline.tolerance_steps),
+            ("pipeline.weight_sync_every", self.pipeline.weight_sync_every),
             ("data.eval_steps", self.data.eval_steps),
             ("data.replay_capacity", self.data.replay_capacity),
             ("optim.batch_size", self.optim.batch_size),
@@ -228,11 +265,14 @@ impl TrainConfig {
         if !(self.optim.eps.is_finite() && self.optim.eps > 0.0) {
             return fail("optim.eps", format!("must be a positive number, got {}", self.optim.eps));
         }
-        if self.data.replay_capacity < self.data.train_steps {
+        if self.data.replay_capacity < self.data.prefill_steps {
             return fail(
                 "data.replay_capacity",
-                format!("({}) must hold the training data (data.train_steps = {})", self.data.replay_capacity, self.data.train_steps),
+                format!("({}) must hold the prefill (data.prefill_steps = {})", self.data.replay_capacity, self.data.prefill_steps),
             );
+        }
+        if !(self.pipeline.replay_ratio.is_finite() && self.pipeline.replay_ratio > 0.0) {
+            return fail("pipeline.replay_ratio", format!("must be a positive number of updates per step, got {}", self.pipeline.replay_ratio));
         }
         if self.eval.iwae_samples.is_empty() || self.eval.iwae_samples.contains(&0) {
             return fail("eval.iwae_samples", format!("must be a non-empty list of positive counts, got {:?}", self.eval.iwae_samples));
@@ -307,7 +347,8 @@ mod tests {
     env: "cartpole",
     seed: 1,
     model: Gaussian(()),
-    data: (train_steps: 1000, eval_steps: 200, policy: Random, replay_capacity: 10000),
+    data: (prefill_steps: 1000, eval_steps: 200, policy: Random, replay_capacity: 10000),
+    pipeline: (workers: 1, replay_ratio: 0.5, tolerance_steps: 100, channel_capacity: 8, weight_sync_every: 10, deterministic: false),
     optim: (
         lr: 0.001,
         batch_size: 64,
@@ -335,7 +376,7 @@ mod tests {
     fn unknown_field_names_file_line_and_field() {
         let text = GOOD.replace("eps: 1e-8,", "eps: 1e-8,\n        momentum: 0.9,");
         let message = parse(&text, &[]).unwrap_err().to_string();
-        assert!(message.starts_with("configs/test.ron:11:"), "{message}");
+        assert!(message.starts_with("configs/test.ron:12:"), "{message}");
         assert!(message.contains("momentum"), "{message}");
     }
 
@@ -350,7 +391,7 @@ mod tests {
     fn negative_learning_rate_names_field_value_and_line() {
         let text = GOOD.replace("lr: 0.001", "lr: -0.1");
         let message = parse(&text, &[]).unwrap_err().to_string();
-        assert_eq!(message, "configs/test.ron:7: field `optim.lr` must be a positive number, got -0.1");
+        assert_eq!(message, "configs/test.ron:8: field `optim.lr` must be a positive number, got -0.1");
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod grad;
+pub mod limiter;
+pub mod pipeline;
 pub mod plot;
 pub mod run;
 pub mod tensorboard;

@@ -3,6 +3,8 @@
 //! on named schedules, then evaluate in full and write `eval.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -21,6 +23,7 @@ use crate::config::TrainConfig;
 use crate::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
 use crate::eval::{EvalOptions, EvalReport, evaluate};
 use crate::grad::clip_global_norm;
+use crate::pipeline::{self, Control, Ended, PipelineSetup, PipelineStats, WeightsSlot};
 use crate::run::RunFolder;
 use crate::tensorboard::TensorBoard;
 
@@ -64,6 +67,25 @@ pub enum TrainError {
         /// What is wrong.
         message: String,
     },
+    /// A rollout worker failed; the run was stopped.
+    #[error("rollout worker {worker} failed: {error}")]
+    Worker {
+        /// The worker's index.
+        worker: usize,
+        /// Its error or panic message.
+        error: String,
+    },
+    /// Every worker stopped without a word (should not happen: workers report their errors).
+    #[error("every rollout worker stopped without reporting an error")]
+    WorkersGone,
+    /// Ctrl-C: the run stopped at a safe point after saving its checkpoint.
+    #[error("interrupted at update {update}; the checkpoint is saved: continue with `wm train --resume {}`", run.display())]
+    Interrupted {
+        /// The update reached.
+        update: u64,
+        /// The run folder.
+        run: PathBuf,
+    },
     /// The loss became NaN or infinite.
     #[error("the loss diverged at update {update}: {terms}")]
     Diverged {
@@ -87,6 +109,8 @@ pub struct TrainOptions {
     pub device: DeviceSpec,
     /// Show a progress bar (it also hides itself when stderr is not a terminal).
     pub progress: bool,
+    /// Raised (by a Ctrl-C handler) to stop at the next safe point, checkpoint and return.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 /// What a finished run produced.
@@ -98,6 +122,8 @@ pub struct TrainOutcome {
     pub report: EvalReport,
     /// Updates done in this invocation (fewer than configured after a resume).
     pub updates_this_run: u64,
+    /// Environment steps in the training replay at the end (prefill included).
+    pub env_steps: u64,
 }
 
 /// The model's host-side state saved with its parameters.
@@ -123,6 +149,8 @@ struct Prepared {
     train_buffer: ReplayBuffer,
     eval_buffer: ReplayBuffer,
     learner: Learner,
+    /// Environment steps inserted into the training replay so far (prefill included).
+    env_steps: u64,
 }
 
 /// Starts a new run from `config`.
@@ -192,11 +220,12 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
     let (mut train_buffer, _) = ReplayBuffer::open(run.train_replay(), spec.clone(), config.data.replay_capacity, LoadMode::Strict)?;
     let eval_capacity = config.data.eval_steps * 2 + 1000;
     let (mut eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), spec, eval_capacity, LoadMode::Strict)?;
-    // A fresh run collects its data; a resumed one finds it in the replay files (and completes
-    // it if the original run was stopped while collecting).
-    if train_buffer.n_transitions() < config.data.train_steps {
+    // The prefill is collected here, in order and seeded, before the rollout workers start; a
+    // resumed run finds it in the replay file (and completes it if it was stopped while
+    // prefilling).
+    if train_buffer.n_transitions() < config.data.prefill_steps {
         let seed = config.seed.wrapping_add(train_buffer.n_episodes() as u64 * 7_919);
-        let missing = config.data.train_steps - train_buffer.n_transitions();
+        let missing = config.data.prefill_steps - train_buffer.n_transitions();
         collect_episodes(env.as_mut(), config.data.policy, seed, missing, &mut train_buffer)?;
     }
     if eval_buffer.n_transitions() < config.data.eval_steps {
@@ -209,6 +238,7 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
 
     let training_device = device.clone().autodiff();
     let optimizer = AdamConfig::new().with_epsilon(config.optim.eps).init();
+    let env_steps = checkpoint.as_ref().map_or(0, |c| c.meta.env_steps).max(train_buffer.n_transitions() as u64);
     let learner = match checkpoint {
         None => {
             training_device.seed(config.seed);
@@ -231,7 +261,7 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
             Learner { model, optimizer, rng, update: checkpoint.meta.update }
         }
     };
-    Ok(Prepared { config, run, train_buffer, eval_buffer, learner })
+    Ok(Prepared { config, run, train_buffer, eval_buffer, learner, env_steps })
 }
 
 fn rng_to_json(rng: &ChaCha8Rng) -> serde_json::Value {
@@ -246,9 +276,8 @@ fn rng_from_json(value: &serde_json::Value) -> Option<ChaCha8Rng> {
     Some(rng)
 }
 
-fn save_checkpoint(prepared: &Prepared) -> Result<(), TrainError> {
-    let learner = &prepared.learner;
-    let run_error = |message: String| TrainError::Run { run: prepared.run.dir.clone(), message };
+fn save_checkpoint(learner: &Learner, run: &RunFolder, config: &TrainConfig, env_steps: u64) -> Result<(), TrainError> {
+    let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
     let state = ModelState {
         spec: learner.model.spec().clone(),
         normalizer: learner.model.normalizer().clone(),
@@ -259,8 +288,9 @@ fn save_checkpoint(prepared: &Prepared) -> Result<(), TrainError> {
     let checkpoint = Checkpoint {
         meta: CheckpointMeta {
             update: learner.update,
+            env_steps,
             model_kind: learner.model.kind().to_string(),
-            config_ron: prepared.config.to_ron(),
+            config_ron: config.to_ron(),
             model_state: serde_json::to_value(&state).expect("model state should serialise"),
             rng_state: rng_to_json(&learner.rng),
             writer_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -268,7 +298,7 @@ fn save_checkpoint(prepared: &Prepared) -> Result<(), TrainError> {
         model_bytes: model_bytes.to_vec(),
         optimizer_bytes: optimizer_bytes.to_vec(),
     };
-    checkpoint.save_atomic(&prepared.run.checkpoint())?;
+    checkpoint.save_atomic(&run.checkpoint())?;
     Ok(())
 }
 
@@ -292,15 +322,15 @@ fn should(every: usize, update: u64) -> bool {
     update % every as u64 == 0
 }
 
-fn run_loop(mut prepared: Prepared, options: &TrainOptions, device: &Device) -> Result<TrainOutcome, TrainError> {
-    let config = prepared.config.clone();
+fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Result<TrainOutcome, TrainError> {
+    let Prepared { config, run, mut train_buffer, eval_buffer, mut learner, env_steps } = prepared;
     let training_device = device.clone().autodiff();
-    let mut tensorboard = TensorBoard::create(&prepared.run.dir).map_err(io_error("creating TensorBoard events in", &prepared.run.dir))?;
-    let first_update = prepared.learner.update;
+    let mut tensorboard = TensorBoard::create(&run.dir).map_err(io_error("creating TensorBoard events in", &run.dir))?;
+    let first_update = learner.update;
     if first_update == 0 {
         tensorboard.text("config", &format!("```\n{}\n```", config.to_ron()), 0);
-        tensorboard.scalar("data/train_transitions", prepared.train_buffer.n_transitions() as f64, 0);
-        tensorboard.scalar("data/eval_transitions", prepared.eval_buffer.n_transitions() as f64, 0);
+        tensorboard.scalar("data/prefill_transitions", train_buffer.n_transitions() as f64, 0);
+        tensorboard.scalar("data/eval_transitions", eval_buffer.n_transitions() as f64, 0);
     }
     let periodic = EvalOptions {
         iwae_samples: vec![config.eval.periodic_iwae_samples],
@@ -308,70 +338,119 @@ fn run_loop(mut prepared: Prepared, options: &TrainOptions, device: &Device) -> 
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 256,
     };
-    let progress = progress_bar(config.schedule.updates as u64, first_update, options.progress);
-    let mut window_start = (Instant::now(), first_update);
     let total_updates = config.schedule.updates as u64;
+    let progress = progress_bar(total_updates, first_update, options.progress);
+    let mut window_start = (Instant::now(), first_update);
 
-    while prepared.learner.update < total_updates {
-        let learner = &mut prepared.learner;
-        let batch = prepared.train_buffer.sample_transitions(&mut learner.rng, config.optim.batch_size)?;
-        let batch = to_tensors(&batch, 0..batch.batch_size, &training_device);
-        let (model, loss, grad_norm) =
-            update_step(learner.model.clone(), &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
-        learner.model = model;
-        learner.update += 1;
-        let update = learner.update;
+    let weights = Arc::new(WeightsSlot::default());
+    weights.publish(learner.update, learner.model.valid());
+    let env_name = config.env.clone();
+    let setup = PipelineSetup {
+        env_factory: Arc::new(move |_| wm_envs::make(&env_name)),
+        replay_spec: train_buffer.spec().clone(),
+        policy: config.data.policy,
+        n_workers: config.pipeline.resolved_workers(),
+        seed: config.seed,
+        replay_ratio: config.pipeline.replay_ratio,
+        tolerance_steps: config.pipeline.tolerance_steps as u64,
+        channel_capacity: config.pipeline.channel_capacity,
+        deterministic: config.pipeline.deterministic,
+        start_inserted: env_steps,
+        start_updates: learner.update,
+        prefill: config.data.prefill_steps as u64,
+    };
 
-        if should(config.schedule.log_every, update) || update == total_updates {
-            let total = loss.total.clone().into_scalar::<f32>();
-            let terms: Vec<(String, f64)> = loss.terms.iter().map(|(name, term)| (name.clone(), f64::from(term.clone().into_scalar::<f32>()))).collect();
-            if !total.is_finite() {
-                let described: Vec<String> = terms.iter().map(|(n, v)| format!("{n}={v}")).collect();
-                return Err(TrainError::Diverged { update, terms: described.join(", ") });
+    let mut env_steps_now = env_steps;
+    let ended = if learner.update >= total_updates {
+        Ended::Done
+    } else {
+        let (ended, stats) = pipeline::run(&setup, &mut train_buffer, &weights, &options.interrupt, |replay, stats| {
+            let batch = replay.sample_transitions(&mut learner.rng, config.optim.batch_size)?;
+            let batch = to_tensors(&batch, 0..batch.batch_size, &training_device);
+            let (model, loss, grad_norm) =
+                update_step(learner.model.clone(), &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
+            learner.model = model;
+            learner.update += 1;
+            let update = learner.update;
+
+            if should(config.schedule.log_every, update) || update == total_updates {
+                let total = loss.total.clone().into_scalar::<f32>();
+                let terms: Vec<(String, f64)> =
+                    loss.terms.iter().map(|(name, term)| (name.clone(), f64::from(term.clone().into_scalar::<f32>()))).collect();
+                if !total.is_finite() {
+                    let described: Vec<String> = terms.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                    return Err(TrainError::Diverged { update, terms: described.join(", ") });
+                }
+                tensorboard.scalar("loss/total", f64::from(total), update);
+                tensorboard.scalars("loss", terms.iter().map(|(n, v)| (n.as_str(), *v)), update);
+                tensorboard.scalars("train", loss.metrics.iter().map(|(n, v)| (n.as_str(), *v)), update);
+                tensorboard.scalar("train/grad_norm", f64::from(grad_norm), update);
+                log_pipeline(&mut tensorboard, stats, update, &mut window_start);
+                progress.set_message(format!("loss {total:.4}, {} env steps", stats.inserted_steps));
             }
-            tensorboard.scalar("loss/total", f64::from(total), update);
-            tensorboard.scalars("loss", terms.iter().map(|(n, v)| (n.as_str(), *v)), update);
-            tensorboard.scalars("train", loss.metrics.iter().map(|(n, v)| (n.as_str(), *v)), update);
-            tensorboard.scalar("train/grad_norm", f64::from(grad_norm), update);
-            let elapsed = window_start.0.elapsed().as_secs_f64();
-            tensorboard.scalar("perf/updates_per_s", (update - window_start.1) as f64 / elapsed.max(1e-9), update);
-            window_start = (Instant::now(), update);
-            progress.set_message(format!("loss {total:.4}"));
-        }
-        progress.set_position(update);
+            progress.set_position(update);
 
-        if should(config.schedule.eval_every, update) {
-            let report = evaluate(&prepared.learner.model.valid(), &prepared.eval_buffer, &periodic, update, device);
-            log_report(&mut tensorboard, &report);
-            tensorboard.flush();
-        }
-        if should(config.schedule.checkpoint_every, update) {
-            save_checkpoint(&prepared)?;
-        }
-    }
+            if should(config.schedule.eval_every, update) {
+                let report = evaluate(&learner.model.valid(), &eval_buffer, &periodic, update, device);
+                log_report(&mut tensorboard, &report);
+                tensorboard.flush();
+            }
+            if should(config.schedule.checkpoint_every, update) {
+                replay.sync()?;
+                save_checkpoint(&learner, &run, &config, stats.inserted_steps)?;
+            }
+            if should(config.pipeline.weight_sync_every, update) {
+                weights.publish(update, learner.model.valid());
+            }
+            Ok(if update >= total_updates { Control::Stop } else { Control::Continue })
+        })?;
+        env_steps_now = stats.inserted_steps;
+        ended
+    };
     progress.finish_and_clear();
+    train_buffer.sync()?;
+    if ended == Ended::Interrupted {
+        save_checkpoint(&learner, &run, &config, env_steps_now)?;
+        tensorboard.flush();
+        return Err(TrainError::Interrupted { update: learner.update, run: run.dir.clone() });
+    }
 
     // The expectation model's likelihood uses the variance of its training residuals (the
     // other models have nothing to fit and return None).
-    let data = all_transitions(&prepared.train_buffer, 20_000);
+    let data = all_transitions(&train_buffer, 20_000);
     let batches: Vec<_> = (0..data.batch_size).step_by(1024).map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device)).collect();
-    if let Some(std) = prepared.learner.model.valid().fit_residual_std(batches.iter()) {
-        prepared.learner.model.set_residual_std(std);
+    if let Some(std) = learner.model.valid().fit_residual_std(batches.iter()) {
+        learner.model.set_residual_std(std);
     }
-    save_checkpoint(&prepared)?;
+    save_checkpoint(&learner, &run, &config, env_steps_now)?;
 
     let full = EvalOptions {
-        iwae_samples: if prepared.learner.model.kind() == "cvae" { config.eval.iwae_samples.clone() } else { vec![1] },
+        iwae_samples: if learner.model.kind() == "cvae" { config.eval.iwae_samples.clone() } else { vec![1] },
         max_nll_transitions: config.eval.max_nll_transitions,
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
     };
-    let report = evaluate(&prepared.learner.model.valid(), &prepared.eval_buffer, &full, prepared.learner.update, device);
+    let report = evaluate(&learner.model.valid(), &eval_buffer, &full, learner.update, device);
     log_report(&mut tensorboard, &report);
     tensorboard.flush();
-    let eval_json = prepared.run.eval_json();
+    let eval_json = run.eval_json();
     std::fs::write(&eval_json, serde_json::to_string_pretty(&report).expect("report should serialise")).map_err(io_error("writing", &eval_json))?;
-    Ok(TrainOutcome { run: prepared.run, report, updates_this_run: prepared.learner.update - first_update })
+    Ok(TrainOutcome { run, report, updates_this_run: learner.update - first_update, env_steps: env_steps_now })
+}
+
+/// Writes the pipeline's throughput and health under `perf/`.
+fn log_pipeline(tensorboard: &mut TensorBoard, stats: &PipelineStats, update: u64, window_start: &mut (Instant, u64)) {
+    let elapsed = window_start.0.elapsed().as_secs_f64();
+    tensorboard.scalar("perf/updates_per_s", (update - window_start.1) as f64 / elapsed.max(1e-9), update);
+    *window_start = (Instant::now(), update);
+    tensorboard.scalar("perf/env_steps_per_s", stats.env_steps_per_s, update);
+    tensorboard.scalar("perf/replay_ratio", stats.achieved_ratio, update);
+    tensorboard.scalar("perf/channel_depth", stats.channel_depth as f64, update);
+    tensorboard.scalar("perf/learner_busy_fraction", stats.busy_fraction, update);
+    for (worker, lag) in stats.weight_lag.iter().enumerate() {
+        tensorboard.scalar(&format!("perf/weight_lag_worker{worker}"), *lag as f64, update);
+    }
+    tensorboard.scalar("data/env_steps", stats.inserted_steps as f64, update);
 }
 
 /// Writes an evaluation's headline numbers under `eval/`.
