@@ -1,0 +1,242 @@
+//! Hyper-parameters, the environment spec and the sequence batch.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use wm_models::ActionSpec;
+
+use crate::latent::LatentConfig;
+
+/// Hyper-parameters of the [`Rssm`](crate::Rssm); every field has a serde default (RON:
+/// `(deter: 200, latent: Categorical(groups: 32, classes: 32))`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RssmConfig {
+    /// Width `D` of the deterministic (GRU) state. Default 200.
+    pub deter: usize,
+    /// Width of the hidden layers inside the recurrent cell: the input layer
+    /// `[z, a] -> hidden`, the prior `h -> hidden -> stats` and the posterior
+    /// `[h, e] -> hidden -> stats`. Default 200.
+    pub hidden: usize,
+    /// The stochastic latent. Default `Gaussian(size: 30, min_std: 0.1)`.
+    pub latent: LatentConfig,
+    /// Hidden widths of the observation encoder; the embedding `e` is the last layer's
+    /// (SiLU-activated) output, so it must not be empty. Default `[200, 200]`.
+    pub encoder_hidden: Vec<usize>,
+    /// Hidden widths of the observation decoder `[h, z] -> O`. Default `[200, 200]`.
+    pub decoder_hidden: Vec<usize>,
+    /// Hidden widths of the reward and continue heads `[h, z] -> 1`. Default `[200, 200]`.
+    pub head_hidden: Vec<usize>,
+    /// Symlog-transform the observations fed to the encoder and the reconstruction and reward
+    /// targets (DreamerV3). Default `true`.
+    pub symlog: bool,
+    /// Free nats: each KL term is `max(free_nats, KL)` per step, KL summed over the latent
+    /// dimensions. Default 1.0.
+    pub free_nats: f64,
+    /// Weight of `dyn` = `KL(sg(post) || prior)`. Default 0.5.
+    pub dyn_weight: f64,
+    /// Weight of `rep` = `KL(post || sg(prior))`. Default 0.1.
+    pub rep_weight: f64,
+    /// Weight of `recon`. Default 1.
+    pub recon_weight: f64,
+    /// Weight of `reward`. Default 1.
+    pub reward_weight: f64,
+    /// Weight of `cont`. Default 1.
+    pub cont_weight: f64,
+}
+
+impl Default for RssmConfig {
+    fn default() -> Self {
+        Self {
+            deter: 200,
+            hidden: 200,
+            latent: LatentConfig::default(),
+            encoder_hidden: vec![200, 200],
+            decoder_hidden: vec![200, 200],
+            head_hidden: vec![200, 200],
+            symlog: true,
+            free_nats: 1.0,
+            dyn_weight: 0.5,
+            rep_weight: 0.1,
+            recon_weight: 1.0,
+            reward_weight: 1.0,
+            cont_weight: 1.0,
+        }
+    }
+}
+
+impl RssmConfig {
+    /// Checks the sizes and weights.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.deter == 0 || self.hidden == 0 {
+            return Err(format!(
+                "deter and hidden must be positive: deter {}, hidden {}",
+                self.deter, self.hidden
+            ));
+        }
+        if self.encoder_hidden.is_empty() {
+            return Err("encoder_hidden must name at least one layer (the embedding)".into());
+        }
+        for (name, widths) in [
+            ("encoder_hidden", &self.encoder_hidden),
+            ("decoder_hidden", &self.decoder_hidden),
+            ("head_hidden", &self.head_hidden),
+        ] {
+            if widths.contains(&0) {
+                return Err(format!("{name} has a zero width: {widths:?}"));
+            }
+        }
+        if !(self.free_nats.is_finite() && self.free_nats >= 0.0) {
+            return Err(format!("free_nats must be >= 0, got {}", self.free_nats));
+        }
+        self.latent.validate()
+    }
+}
+
+/// What the RSSM needs to know about the environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RssmSpec {
+    /// Observation width `O`.
+    pub obs_dim: usize,
+    /// The action space; a discrete action arrives as its index in an `[.., 1]` tensor.
+    pub action: ActionSpec,
+}
+
+/// A batch of sequences on a device, batch-major, raw units, aligned like
+/// `wm_replay::SequenceBatch`: `action[b, t]` is the action that led to `obs[b, t]` (zeros
+/// where `is_first`), `reward[b, t]` the reward received on arriving at `obs[b, t]`.
+#[derive(Clone, Debug)]
+pub struct SequenceTensors {
+    /// `[B, T, O]`.
+    pub obs: Tensor<3>,
+    /// `[B, T, raw action width]` (the index as `f32` for discrete actions).
+    pub action: Tensor<3>,
+    /// `[B, T]`.
+    pub reward: Tensor<2>,
+    /// `[B, T]`, 1.0 at the first observation of an episode.
+    pub is_first: Tensor<2>,
+    /// `[B, T]`, 1.0 at the last observation of a terminated (not truncated) episode.
+    pub is_terminal: Tensor<2>,
+}
+
+impl SequenceTensors {
+    /// Builds the tensors from flat row-major `[batch][time][feature]` host slices, exactly the
+    /// layout of `wm_replay::SequenceBatch`.
+    ///
+    /// # Shapes
+    /// - `obs`: `[batch * seq_len * obs_dim]`, `action`: `[batch * seq_len * action_width]`
+    /// - `reward`, `is_first`, `is_terminal`: `[batch * seq_len]`
+    ///
+    /// # Panics
+    /// If a slice length disagrees with the sizes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_host(
+        obs: &[f32],
+        action: &[f32],
+        reward: &[f32],
+        is_first: &[f32],
+        is_terminal: &[f32],
+        batch: usize,
+        seq_len: usize,
+        obs_dim: usize,
+        action_width: usize,
+        device: &Device,
+    ) -> Self {
+        let n = batch * seq_len;
+        for (name, len, want) in [
+            ("obs", obs.len(), n * obs_dim),
+            ("action", action.len(), n * action_width),
+            ("reward", reward.len(), n),
+            ("is_first", is_first.len(), n),
+            ("is_terminal", is_terminal.len(), n),
+        ] {
+            assert_eq!(
+                len, want,
+                "SequenceTensors::from_host: {name} has {len} values, expected {want} (batch {batch}, seq_len {seq_len}, obs_dim {obs_dim}, action_width {action_width})"
+            );
+        }
+        let t3 = |v: &[f32], w: usize| {
+            Tensor::<3>::from_data(TensorData::new(v.to_vec(), [batch, seq_len, w]), device)
+        };
+        let t2 = |v: &[f32]| {
+            Tensor::<2>::from_data(TensorData::new(v.to_vec(), [batch, seq_len]), device)
+        };
+        Self {
+            obs: t3(obs, obs_dim),
+            action: t3(action, action_width),
+            reward: t2(reward),
+            is_first: t2(is_first),
+            is_terminal: t2(is_terminal),
+        }
+    }
+
+    /// `(B, T)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let [b, t, _] = self.obs.dims();
+        (b, t)
+    }
+
+    /// The batch on `device`.
+    pub fn to_device(&self, device: &Device) -> Self {
+        Self {
+            obs: self.obs.clone().to_device(device),
+            action: self.action.clone().to_device(device),
+            reward: self.reward.clone().to_device(device),
+            is_first: self.is_first.clone().to_device(device),
+            is_terminal: self.is_terminal.clone().to_device(device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_fill_missing_fields_and_unknown_fields_are_rejected() {
+        let c: RssmConfig = ron::from_str("(deter: 64, latent: Categorical(groups: 4))").unwrap();
+        assert_eq!(c.deter, 64);
+        assert_eq!(c.hidden, 200);
+        assert_eq!(
+            c.latent,
+            LatentConfig::Categorical {
+                groups: 4,
+                classes: 32,
+                unimix: 0.01
+            }
+        );
+        assert_eq!((c.dyn_weight, c.rep_weight, c.free_nats), (0.5, 0.1, 1.0));
+        assert!(ron::from_str::<RssmConfig>("(deterr: 3)").is_err());
+        let d: RssmConfig = ron::from_str("()").unwrap();
+        assert_eq!(d, RssmConfig::default());
+        assert_eq!(d.latent.stoch_width(), 30);
+    }
+
+    #[test]
+    fn from_host_keeps_the_replay_layout() {
+        let device = Device::flex();
+        let (b, t) = (2, 3);
+        let obs: Vec<f32> = (0..b * t * 2).map(|i| i as f32).collect();
+        let seq = SequenceTensors::from_host(
+            &obs,
+            &[0.0; 6],
+            &[0.0; 6],
+            &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            &[0.0; 6],
+            b,
+            t,
+            2,
+            1,
+            &device,
+        );
+        // obs[b=1, t=2, :] = elements 10, 11.
+        let last = seq
+            .obs
+            .clone()
+            .slice([1..2, 2..3, 0..2])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(last, vec![10.0, 11.0]);
+        assert_eq!(seq.dims(), (2, 3));
+    }
+}

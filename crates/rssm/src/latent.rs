@@ -1,0 +1,486 @@
+//! The stochastic latent `z` of the RSSM: diagonal Gaussian or a vector of categoricals.
+//!
+//! Both kinds are built from the output of a linear "stats" layer and give a sample (with
+//! gradients: reparameterised for the Gaussian, straight-through for the categoricals), a mode
+//! and the analytic KL divergence. Rows are independent: shapes are `[N, width]`.
+
+use burn::tensor::activation::{log_sigmoid, softmax};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which latent the RSSM uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum LatentConfig {
+    /// `z ~ N(mean, diag(std^2))` with `std = softplus(raw) + min_std` (PlaNet, DreamerV1).
+    Gaussian {
+        /// Latent width `S`. Default 30.
+        #[serde(default = "default_size")]
+        size: usize,
+        /// Lower bound of the standard deviation. Default 0.1.
+        #[serde(default = "default_min_std")]
+        min_std: f64,
+    },
+    /// `groups` independent categoricals of `classes` classes each, flattened to one-hot
+    /// vectors of width `S = groups * classes` (DreamerV2/V3). Samples are straight-through:
+    /// `one_hot + probs - sg(probs)`.
+    Categorical {
+        /// Number of categoricals `G`. Default 32.
+        #[serde(default = "default_groups")]
+        groups: usize,
+        /// Classes per categorical `K`. Default 32.
+        #[serde(default = "default_classes")]
+        classes: usize,
+        /// Uniform mixture weight: `probs = (1 - unimix) softmax(logits) + unimix / K`.
+        /// Default 0.01.
+        #[serde(default = "default_unimix")]
+        unimix: f64,
+    },
+}
+
+fn default_size() -> usize {
+    30
+}
+fn default_min_std() -> f64 {
+    0.1
+}
+fn default_groups() -> usize {
+    32
+}
+fn default_classes() -> usize {
+    32
+}
+fn default_unimix() -> f64 {
+    0.01
+}
+
+impl Default for LatentConfig {
+    fn default() -> Self {
+        Self::Gaussian {
+            size: default_size(),
+            min_std: default_min_std(),
+        }
+    }
+}
+
+impl LatentConfig {
+    /// The default categorical latent, 32 x 32 with 1% uniform mix.
+    pub fn categorical() -> Self {
+        Self::Categorical {
+            groups: default_groups(),
+            classes: default_classes(),
+            unimix: default_unimix(),
+        }
+    }
+
+    /// Width `S` of the flattened latent (`size`, or `groups * classes`).
+    pub fn stoch_width(&self) -> usize {
+        match self {
+            Self::Gaussian { size, .. } => *size,
+            Self::Categorical {
+                groups, classes, ..
+            } => groups * classes,
+        }
+    }
+
+    /// Width of the stats layer output: `2 S` (mean, raw std) or `G K` (logits).
+    pub fn stats_width(&self) -> usize {
+        match self {
+            Self::Gaussian { size, .. } => 2 * size,
+            Self::Categorical {
+                groups, classes, ..
+            } => groups * classes,
+        }
+    }
+
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Gaussian { size, min_std } => {
+                if *size == 0 || !(min_std.is_finite() && *min_std >= 0.0) {
+                    return Err(format!(
+                        "Gaussian latent needs size > 0 and min_std >= 0: {self:?}"
+                    ));
+                }
+            }
+            Self::Categorical {
+                groups,
+                classes,
+                unimix,
+            } => {
+                if *groups == 0 || *classes < 2 || !(0.0..1.0).contains(unimix) {
+                    return Err(format!(
+                        "categorical latent needs groups > 0, classes >= 2, 0 <= unimix < 1: {self:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The distribution given by a stats-layer output.
+    ///
+    /// # Shapes
+    /// - `stats`: `[N, stats_width]`; the distribution's tensors are `[N, S]`.
+    pub fn dist(&self, stats: Tensor<2>) -> LatentDist<2> {
+        let [n, w] = stats.dims();
+        assert_eq!(
+            w,
+            self.stats_width(),
+            "latent stats shape {:?}, expected [N, {}]",
+            stats.dims(),
+            self.stats_width()
+        );
+        match self {
+            Self::Gaussian { size, min_std } => {
+                let mean = stats.clone().narrow(1, 0, *size);
+                let std = softplus(stats.narrow(1, *size, *size)).add_scalar(*min_std);
+                LatentDist::Gaussian { mean, std }
+            }
+            Self::Categorical {
+                groups,
+                classes,
+                unimix,
+            } => {
+                let probs = softmax(stats.reshape([n, *groups, *classes]), 2);
+                let probs = if *unimix > 0.0 {
+                    probs
+                        .mul_scalar(1.0 - unimix)
+                        .add_scalar(unimix / *classes as f64)
+                } else {
+                    probs
+                };
+                LatentDist::Categorical {
+                    probs: probs.reshape([n, w]),
+                }
+            }
+        }
+    }
+
+    /// Noise for `n` samples, drawn from the device RNG (seed it with [`Device::seed`]):
+    /// standard normal `[n, S]` for the Gaussian, standard Gumbel `[n, G K]` for the
+    /// categoricals. Never tracked by autodiff.
+    pub fn noise(&self, n: usize, device: &Device) -> Tensor<2> {
+        let s = self.stoch_width();
+        match self {
+            Self::Gaussian { .. } => {
+                Tensor::random([n, s], Distribution::Normal(0.0, 1.0), device).detach()
+            }
+            Self::Categorical { .. } => gumbel([n, s], device),
+        }
+    }
+
+    /// A sample (with `noise` from [`LatentConfig::noise`]) or, without noise, the mode
+    /// (Gaussian mean; one-hot of the most likely class of each group). Gradients: the
+    /// Gaussian sample is reparameterised, `mean + std * eps`; the categorical one is
+    /// straight-through, `one_hot + probs - sg(probs)`, whose forward value is the one-hot
+    /// and whose gradient is that of `probs`.
+    ///
+    /// # Shapes
+    /// - `dist`: `[N, S]` tensors, `noise`: `[N, S]`; returns `[N, S]`
+    pub fn sample(&self, dist: &LatentDist<2>, noise: Option<Tensor<2>>) -> Tensor<2> {
+        match (self, dist) {
+            (Self::Gaussian { .. }, LatentDist::Gaussian { mean, std }) => match noise {
+                Some(eps) => mean.clone() + std.clone() * eps,
+                None => mean.clone(),
+            },
+            (
+                Self::Categorical {
+                    groups, classes, ..
+                },
+                LatentDist::Categorical { probs },
+            ) => {
+                let sg = probs.clone().detach();
+                let score = match noise {
+                    Some(g) => sg.clone().log() + g,
+                    None => sg.clone(),
+                };
+                let one_hot = one_hot_argmax(score, *groups, *classes);
+                straight_through(one_hot, probs.clone())
+            }
+            _ => panic!("latent config {self:?} does not match the distribution kind"),
+        }
+    }
+}
+
+/// `softplus(x) = ln(1 + e^x)`, stable for any `x`, in two autodiff operations
+/// (`-log_sigmoid(-x)`; burn's own `softplus` takes seven).
+pub fn softplus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    log_sigmoid(x.neg()).neg()
+}
+
+/// Standard Gumbel noise `-ln(-ln u)`, `u ~ U(0, 1)` clamped away from 0 and 1; untracked.
+fn gumbel(shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::<2>::random(shape, Distribution::Uniform(0.0, 1.0), device)
+        .detach()
+        .clamp(1e-7, 1.0 - 1e-7)
+        .log()
+        .neg()
+        .log()
+        .neg()
+}
+
+/// One-hot of the largest score of each group (the first on exact ties); untracked.
+///
+/// # Shapes
+/// - `score`: `[N, G K]`; returns `[N, G K]`
+pub fn one_hot_argmax(score: Tensor<2>, groups: usize, classes: usize) -> Tensor<2> {
+    let [n, w] = score.dims();
+    assert_eq!(w, groups * classes, "score shape {:?}", score.dims());
+    let device = score.device();
+    let index = score.detach().reshape([n, groups, classes]).argmax(2); // [N, G, 1]
+    let classes_row = Tensor::<1, Int>::arange(0..classes as i64, &device)
+        .reshape([1, 1, classes])
+        .expand([n, groups, classes]);
+    classes_row
+        .equal(index.expand([n, groups, classes]))
+        .float()
+        .reshape([n, w])
+}
+
+/// `value + probs - sg(probs)`: forward value `value`, gradient that of `probs`.
+pub fn straight_through(value: Tensor<2>, probs: Tensor<2>) -> Tensor<2> {
+    let offset = value - probs.clone().detach(); // untracked
+    probs + offset
+}
+
+/// A latent distribution's parameters.
+#[derive(Clone, Debug)]
+pub enum LatentDist<const D: usize> {
+    /// Diagonal Gaussian: mean and standard deviation, `[.., S]` each.
+    Gaussian {
+        /// Mean.
+        mean: Tensor<D>,
+        /// Standard deviation (already `softplus(raw) + min_std`).
+        std: Tensor<D>,
+    },
+    /// `G` categoricals: class probabilities (after the uniform mix), flattened to
+    /// `[.., G K]` group-major (group `g` is columns `g K .. (g + 1) K`).
+    Categorical {
+        /// Class probabilities.
+        probs: Tensor<D>,
+    },
+}
+
+impl<const D: usize> LatentDist<D> {
+    /// The same distribution with its tensors detached (stop-gradient).
+    pub fn detach(&self) -> Self {
+        self.map(|t| t.detach())
+    }
+
+    /// Applies `f` to every tensor of the distribution.
+    pub fn map<const D2: usize>(&self, f: impl Fn(Tensor<D>) -> Tensor<D2>) -> LatentDist<D2> {
+        match self {
+            Self::Gaussian { mean, std } => LatentDist::Gaussian {
+                mean: f(mean.clone()),
+                std: f(std.clone()),
+            },
+            Self::Categorical { probs } => LatentDist::Categorical {
+                probs: f(probs.clone()),
+            },
+        }
+    }
+
+    /// Concatenates distributions along `dim`.
+    pub fn cat(parts: Vec<Self>, dim: usize) -> Self {
+        match parts.first() {
+            Some(Self::Gaussian { .. }) => {
+                let (means, stds): (Vec<_>, Vec<_>) = parts
+                    .into_iter()
+                    .map(|p| match p {
+                        Self::Gaussian { mean, std } => (mean, std),
+                        _ => panic!("cannot concatenate mixed latent kinds"),
+                    })
+                    .unzip();
+                Self::Gaussian {
+                    mean: Tensor::cat(means, dim),
+                    std: Tensor::cat(stds, dim),
+                }
+            }
+            Some(Self::Categorical { .. }) => Self::Categorical {
+                probs: Tensor::cat(
+                    parts
+                        .into_iter()
+                        .map(|p| match p {
+                            Self::Categorical { probs } => probs,
+                            _ => panic!("cannot concatenate mixed latent kinds"),
+                        })
+                        .collect(),
+                    dim,
+                ),
+            },
+            None => panic!("LatentDist::cat of nothing"),
+        }
+    }
+}
+
+impl LatentDist<2> {
+    /// Analytic `KL(self || other)`, summed over the latent dimensions (and groups).
+    ///
+    /// - Gaussian: `sum ln(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2`.
+    /// - Categorical: `sum_groups sum_classes p (ln p - ln q)`.
+    ///
+    /// # Shapes
+    /// - both `[N, S]`; returns `[N]`
+    pub fn kl(&self, other: &Self) -> Tensor<1> {
+        match (self, other) {
+            (Self::Gaussian { mean: mq, std: sq }, Self::Gaussian { mean: mp, std: sp }) => {
+                wm_models::dist::kl_diag_gaussian(
+                    mq.clone(),
+                    sq.clone().log(),
+                    mp.clone(),
+                    sp.clone().log(),
+                )
+            }
+            (Self::Categorical { probs: p }, Self::Categorical { probs: q }) => {
+                let [n, _] = p.dims();
+                (p.clone() * (p.clone().log() - q.clone().log()))
+                    .sum_dim(1)
+                    .reshape([n])
+            }
+            _ => panic!("KL between different latent kinds"),
+        }
+    }
+
+    /// Mean of the standard deviations (Gaussian) or entropy per group (categorical), `[1]`:
+    /// a diagnostic.
+    pub fn spread(&self) -> Tensor<1> {
+        match self {
+            Self::Gaussian { std, .. } => std.clone().mean(),
+            Self::Categorical { probs } => (probs.clone() * probs.clone().log())
+                .sum_dim(1)
+                .neg()
+                .mean(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::tensor::TensorData;
+
+    fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn straight_through_sample_is_one_hot_with_the_gradient_of_the_probabilities() {
+        let (_guard, device) = crate::test_util::seeded(5);
+        let device = device.autodiff();
+        let cfg = LatentConfig::Categorical {
+            groups: 2,
+            classes: 3,
+            unimix: 0.01,
+        };
+        let logits_data = TensorData::new(vec![0.3f32, -1.0, 2.0, 0.5, 0.4, -0.2], [1, 6]);
+        let weights = Tensor::<2>::from_floats([[1.0, -2.0, 0.5, 3.0, 0.7, -1.5]], &device);
+
+        // Loss through the straight-through sample.
+        let logits = Param::<Tensor<2>>::from_data(logits_data.clone(), &device);
+        let dist = cfg.dist(logits.val());
+        let noise = cfg.noise(1, &device);
+        let z = cfg.sample(&dist, Some(noise));
+        let values = vec(z.clone().detach());
+        for group in values.chunks(3) {
+            let ones = group.iter().filter(|v| **v == 1.0).count();
+            let zeros = group.iter().filter(|v| **v == 0.0).count();
+            assert_eq!((ones, zeros), (1, 2), "not one-hot: {values:?}");
+        }
+        let grads = (z * weights.clone()).sum().backward();
+        let g_st = vec(logits.val().grad(&grads).expect("logit gradient"));
+
+        // The same loss on the probabilities directly.
+        let logits2 = Param::<Tensor<2>>::from_data(logits_data, &device);
+        let LatentDist::Categorical { probs } = cfg.dist(logits2.val()) else {
+            unreachable!()
+        };
+        let grads2 = (probs * weights).sum().backward();
+        let g_probs = vec(logits2.val().grad(&grads2).expect("logit gradient"));
+        assert!(g_probs.iter().any(|g| g.abs() > 1e-4), "{g_probs:?}");
+        for (a, b) in g_st.iter().zip(&g_probs) {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "straight-through {g_st:?} vs probs {g_probs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn categorical_kl_matches_a_hand_computed_value() {
+        let device = Device::flex();
+        // Two groups of two classes.
+        let p = Tensor::<2>::from_floats([[0.8, 0.2, 0.5, 0.5]], &device);
+        let q = Tensor::<2>::from_floats([[0.5, 0.5, 0.1, 0.9]], &device);
+        let kl = vec(LatentDist::Categorical { probs: p }.kl(&LatentDist::Categorical { probs: q }))
+            [0] as f64;
+        let expected = 0.8 * (0.8f64 / 0.5).ln()
+            + 0.2 * (0.2f64 / 0.5).ln()
+            + 0.5 * (0.5f64 / 0.1).ln()
+            + 0.5 * (0.5f64 / 0.9).ln();
+        // = 0.19274... + 0.51082...
+        assert!((kl - expected).abs() < 1e-5, "{kl} vs {expected}");
+        assert!((expected - 0.703_564).abs() < 1e-5, "{expected}");
+    }
+
+    #[test]
+    fn gaussian_kl_is_zero_for_equal_and_positive_for_different_distributions() {
+        let device = Device::flex();
+        let g = |m: f32, s: f32| LatentDist::Gaussian {
+            mean: Tensor::<2>::from_floats([[m, 0.0]], &device),
+            std: Tensor::<2>::from_floats([[s, 1.0]], &device),
+        };
+        let same = vec(g(0.5, 0.3).kl(&g(0.5, 0.3)))[0];
+        assert!(same.abs() < 1e-6, "{same}");
+        // KL(N(0, 1) || N(1, 2^2)) = ln 2 + (1 + 1) / 8 - 1/2
+        let kl = vec(g(0.0, 1.0).kl(&g(1.0, 2.0)))[0] as f64;
+        let expected = 2f64.ln() + 2.0 / 8.0 - 0.5;
+        assert!((kl - expected).abs() < 1e-5, "{kl} vs {expected}");
+    }
+
+    #[test]
+    fn gaussian_std_is_softplus_plus_min_std_and_categorical_probs_mix_in_uniform() {
+        let device = Device::flex();
+        let cfg = LatentConfig::Gaussian {
+            size: 2,
+            min_std: 0.1,
+        };
+        let stats = Tensor::<2>::from_floats([[0.0, 1.0, -100.0, 50.0]], &device);
+        let LatentDist::Gaussian { mean, std } = cfg.dist(stats) else {
+            unreachable!()
+        };
+        assert_eq!(vec(mean), vec![0.0, 1.0]);
+        let std = vec(std);
+        assert!(
+            (std[0] - 0.1).abs() < 1e-6 && (std[1] - 50.1).abs() < 1e-4,
+            "{std:?}"
+        );
+
+        let cat = LatentConfig::Categorical {
+            groups: 1,
+            classes: 4,
+            unimix: 0.2,
+        };
+        let LatentDist::Categorical { probs } =
+            cat.dist(Tensor::<2>::from_floats([[100.0, 0.0, 0.0, 0.0]], &device))
+        else {
+            unreachable!()
+        };
+        let probs = vec(probs);
+        let expected = [0.8 + 0.05, 0.05, 0.05, 0.05];
+        for (p, e) in probs.iter().zip(expected) {
+            assert!((p - e).abs() < 1e-5, "{probs:?}");
+        }
+    }
+
+    #[test]
+    fn categorical_mode_picks_the_most_likely_class_of_each_group() {
+        let device = Device::flex();
+        let score = Tensor::<2>::from_floats([[0.1, 0.7, 0.2, 0.6, 0.3, 0.1]], &device);
+        assert_eq!(
+            vec(one_hot_argmax(score, 2, 3)),
+            vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+        );
+    }
+}
