@@ -81,24 +81,52 @@ pub enum BenchCommand {
     /// Environment steps per second (random actions, resets included); compare with
     /// scripts/bench/env_gymnasium.py, which times Gymnasium the same way (scripts/bench/env.sh runs both).
     Env(BenchEnvArgs),
-    /// Gradient updates per second of a transition model (the cVAE by default) on CartPole data:
-    /// the exact step `wm train` runs (loss, backward, global-norm clipping, Adam). Compare with
-    /// scripts/bench/cvae_torch.py, the same model in PyTorch (scripts/bench/cvae.sh runs both).
+    /// Gradient updates per second of a model (the cVAE by default): the exact step `wm train`
+    /// runs (batch sampling, loss, backward, global-norm clipping, Adam). Compare with
+    /// scripts/bench/{cvae,rssm}_torch.py, the same models in PyTorch (scripts/bench/models.sh
+    /// runs both sides).
     Update(BenchUpdateArgs),
+    /// Throughput of `wm train`'s rollout/learner pipeline with 1 and 2 workers, and of the
+    /// single-threaded collect-then-train loop (the lock-step mode), at a learner-bound and a
+    /// data-bound replay ratio: environment steps/s, updates/s, learner busy fraction.
+    Pipeline(BenchPipelineArgs),
+}
+
+/// Arguments of `wm bench pipeline`.
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Training config to run (its model and environment).
+    #[arg(long, default_value = "configs/cartpole_cvae.ron")]
+    pub config: std::path::PathBuf,
+    /// Updates per measured run.
+    #[arg(long, default_value_t = 600)]
+    pub updates: usize,
+    /// Replay ratios (updates per environment step) to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.02")]
+    pub ratios: Vec<f64>,
+    /// Worker counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub workers: Vec<usize>,
 }
 
 /// Arguments of `wm bench update`.
 #[derive(Debug, Args)]
 pub struct BenchUpdateArgs {
-    /// Model: `cvae`, `gaussian_mlp` or `deterministic_mlp`.
+    /// Model: `cvae`, `gaussian_mlp`, `deterministic_mlp`, `rssm_gaussian` or `rssm_categorical`.
     #[arg(long, default_value = "cvae")]
     pub model: String,
-    /// Transitions per update.
+    /// Transitions per update (one-step models) or sequences per update (RSSM; try 16).
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// Width of each of the two hidden layers.
+    /// Steps per sequence (RSSM only).
+    #[arg(long, default_value_t = 50)]
+    pub seq_len: usize,
+    /// Width of each of the two hidden layers (one-step models), or the RSSM's hidden width.
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,
+    /// The RSSM's deterministic state width.
+    #[arg(long, default_value_t = 200)]
+    pub deter: usize,
     /// Untimed updates first.
     #[arg(long, default_value_t = 20)]
     pub warmup: usize,
@@ -177,6 +205,10 @@ pub struct EvalArgs {
     /// Importance samples for the cVAE's likelihood bound (comma-separated); default: the config's.
     #[arg(long, value_delimiter = ',')]
     pub iwae_samples: Option<Vec<usize>>,
+    /// Another run to compare with on this run's held-out episodes (episode open-loop test:
+    /// observe 5 steps, imagine the rest), e.g. an RSSM run against a cVAE run of the same env.
+    #[arg(long, value_name = "OTHER_RUN_DIR")]
+    pub compare: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `wm plot`.
@@ -191,6 +223,9 @@ pub struct PlotArgs {
     /// Steps to imagine per episode.
     #[arg(long, default_value_t = 100)]
     pub horizon: usize,
+    /// Another run whose model is drawn too (blue), on this run's held-out episodes.
+    #[arg(long, value_name = "OTHER_RUN_DIR")]
+    pub compare: Option<std::path::PathBuf>,
     /// Output file; default RUN_DIR/open_loop.png.
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,

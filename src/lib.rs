@@ -7,10 +7,18 @@
 //!
 //! - [`envs`]: the `Env` trait and Gymnasium-exact CartPole-v1 and Pendulum-v1.
 //! - [`replay`]: the episode replay buffer, persisted as an append-only checksummed log.
+//! - [`models`]: the conditional VAE and the Gaussian and deterministic MLP baselines.
+//! - [`rssm`]: the Dreamer-style recurrent state-space model.
+//! - [`imagine`]: the `WorldModel` trait over both and the batched `ModelEnv` for planners.
+//! - [`train`]: configs, the rollout/learner pipeline, evaluation, checkpoints, TensorBoard.
 //! - [`backend`]: run-time device selection (flex CPU by default, libtorch with `tch`).
 //!
 //! See `ARCHITECTURE.md` for the code map and the invariants.
 
 pub use wm_backend as backend;
 pub use wm_envs as envs;
+pub use wm_imagine as imagine;
+pub use wm_models as models;
 pub use wm_replay as replay;
+pub use wm_rssm as rssm;
+pub use wm_train as train;

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use wm_envs::Action;
 
-use crate::cli::{BenchEnvArgs, BenchUpdateArgs};
+use crate::cli::{BenchEnvArgs, BenchPipelineArgs, BenchUpdateArgs};
 
 /// Number of pre-sampled actions cycled through, so that the timed loop measures the
 /// environment and not the random-number generator (the Python side does the same).
@@ -82,6 +82,8 @@ struct UpdateBenchResult {
     device: String,
     threads: usize,
     batch: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq_len: Option<usize>,
     hidden: usize,
     steps: usize,
     median_ms: f64,
@@ -99,23 +101,30 @@ fn cpu_threads() -> usize {
 }
 
 pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
-    use wm_models::{CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, Normalizer, TransitionModelConfig};
-    use wm_replay::ReplayBuffer;
+    use wm_models::{CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, Normalizer};
+    use wm_replay::{ReplayBuffer, SequenceMode};
+    use wm_rssm::{LatentConfig, RssmConfig};
+    use wm_train::ModelConfig;
     use wm_train::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
 
-    anyhow::ensure!(args.batch > 0 && args.hidden > 0 && args.steps > 0, "--batch, --hidden and --steps must be positive");
+    anyhow::ensure!(args.batch > 0 && args.hidden > 0 && args.steps > 0 && args.seq_len > 0, "--batch, --hidden, --seq-len and --steps must be positive");
     let hidden = vec![args.hidden, args.hidden];
+    let rssm = |latent| RssmConfig { deter: args.deter, hidden: args.hidden, latent, ..RssmConfig::default() };
     let config = match args.model.as_str() {
-        "cvae" => TransitionModelConfig::Cvae(CvaeConfig { hidden, ..CvaeConfig::default() }),
-        "gaussian_mlp" => TransitionModelConfig::Gaussian(GaussianMlpConfig { hidden, ..GaussianMlpConfig::default() }),
-        "deterministic_mlp" => TransitionModelConfig::Deterministic(DeterministicMlpConfig { hidden, ..DeterministicMlpConfig::default() }),
-        other => anyhow::bail!("unknown model `{other}`: expected cvae, gaussian_mlp or deterministic_mlp"),
+        "cvae" => ModelConfig::Cvae(CvaeConfig { hidden, ..CvaeConfig::default() }),
+        "gaussian_mlp" => ModelConfig::Gaussian(GaussianMlpConfig { hidden, ..GaussianMlpConfig::default() }),
+        "deterministic_mlp" => ModelConfig::Deterministic(DeterministicMlpConfig { hidden, ..DeterministicMlpConfig::default() }),
+        "rssm_gaussian" => ModelConfig::Rssm(rssm(LatentConfig::Gaussian { size: 30, min_std: 0.1 })),
+        "rssm_categorical" => ModelConfig::Rssm(rssm(LatentConfig::Categorical { groups: 32, classes: 32, unimix: 0.01 })),
+        other => anyhow::bail!("unknown model `{other}`: expected cvae, gaussian_mlp, deterministic_mlp, rssm_gaussian or rssm_categorical"),
     };
     let spec: wm_backend::DeviceSpec = args.device.parse()?;
     let device = spec.init()?.autodiff();
     device.seed(0);
 
-    let mut env = wm_envs::make("cartpole")?;
+    // The one-step models learn CartPole transitions, the RSSM Pendulum sequences (as in the
+    // PyTorch twins: obs 4 / 2 actions, and obs 3 / 1 continuous action).
+    let mut env = wm_envs::make(if config.is_sequence_model() { "pendulum" } else { "cartpole" })?;
     let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 100_000)?;
     collect_episodes(env.as_mut(), wm_train::config::CollectPolicy::Random, 0, 10_000, &mut buffer)?;
     let data = all_transitions(&buffer, usize::MAX);
@@ -128,10 +137,22 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
     for step_idx in 0..args.warmup + args.steps {
         let start = Instant::now();
         // Sampling and host-to-device copies are part of a real update, so they are timed too.
-        let batch = buffer.sample_transitions(&mut rng, args.batch)?;
-        let batch = to_tensors(&batch, 0..batch.batch_size, &device);
-        let (updated, loss, _) = wm_train::update_step(model, &mut optimizer, &batch, 1e-3, 100.0);
-        model = updated;
+        let loss = match model {
+            wm_train::AnyModel::Transition(inner) => {
+                let batch = buffer.sample_transitions(&mut rng, args.batch)?;
+                let batch = to_tensors(&batch, 0..batch.batch_size, &device);
+                let (updated, loss, _) = wm_train::update_step(inner, &mut optimizer, &batch, 1e-3, 100.0);
+                model = wm_train::AnyModel::Transition(updated);
+                loss
+            }
+            wm_train::AnyModel::Rssm(inner) => {
+                let batch = buffer.sample_sequences(&mut rng, args.batch, args.seq_len, SequenceMode::Straddle)?;
+                let batch = wm_train::trainer::sequence_tensors(&batch, &device);
+                let (updated, loss) = wm_rssm::update_step(inner, &mut optimizer, &batch, 3e-4, 100.0);
+                model = wm_train::AnyModel::Rssm(updated);
+                loss
+            }
+        };
         // Reading the loss back waits for the device, so asynchronous backends are timed fully.
         let _ = loss.total.into_scalar::<f32>();
         if step_idx >= args.warmup {
@@ -146,6 +167,7 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
         device: spec.to_string(),
         threads: cpu_threads(),
         batch: args.batch,
+        seq_len: config.is_sequence_model().then_some(args.seq_len),
         hidden: args.hidden,
         steps: args.steps,
         median_ms: quantile(0.5),
@@ -157,9 +179,64 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{} on {} ({} threads), batch {}, hidden 2x{}: median {:.2} ms/update (p10 {:.2}, p90 {:.2}), {:.0} updates/s",
-            result.model, result.device, result.threads, result.batch, result.hidden, result.median_ms, result.p10_ms, result.p90_ms, result.updates_per_s
+            "{} on {} ({} threads), batch {}{}, hidden {}: median {:.2} ms/update (p10 {:.2}, p90 {:.2}), {:.0} updates/s",
+            result.model,
+            result.device,
+            result.threads,
+            result.batch,
+            result.seq_len.map_or(String::new(), |t| format!("x{t}")),
+            result.hidden,
+            result.median_ms,
+            result.p10_ms,
+            result.p90_ms,
+            result.updates_per_s
         );
     }
+    Ok(())
+}
+
+pub fn pipeline(args: &BenchPipelineArgs) -> anyhow::Result<()> {
+    let runs = std::env::temp_dir().join(format!("wm-bench-pipeline-{}", std::process::id()));
+    println!("| mode | workers | replay ratio | updates | env steps | wall s | env steps/s | updates/s | learner busy | achieved ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &ratio in &args.ratios {
+        let modes: Vec<(String, usize, bool)> = std::iter::once(("collect-then-train (lock-step)".to_string(), 1, true))
+            .chain(args.workers.iter().map(|&n| ("pipeline".to_string(), n, false)))
+            .collect();
+        for (mode, workers, deterministic) in modes {
+            let overrides = vec![
+                format!("schedule.updates={}", args.updates),
+                format!("pipeline.replay_ratio={ratio}"),
+                format!("pipeline.workers={workers}"),
+                format!("pipeline.deterministic={deterministic}"),
+                "schedule.eval_every=1000000".into(),
+                "schedule.checkpoint_every=1000000".into(),
+                "data.prefill_steps=2000".into(),
+                "data.eval_steps=200".into(),
+                "eval.iwae_samples=[1]".into(),
+                "eval.max_nll_transitions=64".into(),
+            ];
+            let config = wm_train::TrainConfig::load(&args.config, &overrides)?;
+            let options = wm_train::TrainOptions {
+                runs_dir: runs.clone(),
+                device: wm_backend::DeviceSpec::Cpu,
+                progress: false,
+                interrupt: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            };
+            let outcome = wm_train::train(config, &options)?;
+            let stats = outcome.pipeline.context("the run did no update")?;
+            let collected: u64 = stats.per_worker.iter().map(|(_, steps)| steps).sum();
+            let seconds = outcome.pipeline_seconds;
+            println!(
+                "| {mode} | {workers} | {ratio} | {} | {collected} | {seconds:.2} | {:.0} | {:.1} | {:.2} | {:.3} |",
+                outcome.updates_this_run,
+                collected as f64 / seconds,
+                outcome.updates_this_run as f64 / seconds,
+                stats.busy_fraction,
+                stats.achieved_ratio
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&runs);
     Ok(())
 }

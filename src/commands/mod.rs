@@ -14,6 +14,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(EnvCommand::List) => env::list(),
         Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
         Command::Bench(BenchCommand::Update(args)) => bench::update(&args),
+        Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Plot(args) => train::plot(&args),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use wm_backend::DeviceSpec;
-use wm_train::eval::{EvalOptions, evaluate};
+use wm_train::eval::{EvalOptions, episode_open_loop, evaluate_any};
 use wm_train::{TrainConfig, TrainOptions};
 
 use crate::cli::{EvalArgs, PlotArgs, TrainArgs};
@@ -59,11 +59,28 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
     };
-    let report = evaluate(&model, &eval_buffer, &options, update, &device);
+    let report = evaluate_any(&model, &eval_buffer, &options, update, &device);
     let path = wm_train::run::RunFolder::open(&args.run).eval_json();
     std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", report.table());
     println!("written to {}", path.display());
+
+    if let Some(other_dir) = &args.compare {
+        let (_, other, _, other_update) =
+            wm_train::load_for_eval(other_dir, &device).with_context(|| format!("loading run {}", other_dir.display()))?;
+        println!(
+            "\nepisode open-loop test on {}'s held-out episodes: observe {} steps, imagine the rest under the true actions",
+            args.run.display(),
+            wm_train::eval::CONTEXT_STEPS
+        );
+        let ours = episode_open_loop(&model, &eval_buffer, &config.eval.horizons, 4096, &device);
+        let theirs = episode_open_loop(&other, &eval_buffer, &config.eval.horizons, 4096, &device);
+        println!("{:<8} {:>22} {:>22} {:>9}", "horizon", format!("{} ({update})", model.kind()), format!("{} ({other_update})", other.kind()), "episodes");
+        for (a, b) in ours.0.iter().zip(&theirs.0) {
+            println!("{:<8} {:>22.4} {:>22.4} {:>9}", a.horizon, a.rmse, b.rmse, a.windows);
+        }
+        println!("{:<8} {:>22.4} {:>22.4}", "reward", ours.1, theirs.1);
+    }
     Ok(())
 }
 
@@ -74,7 +91,12 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
         wm_train::load_for_eval(&args.run, &device).with_context(|| format!("loading run {}", args.run.display()))?;
     let run = wm_train::run::RunFolder::open(&args.run);
     let path = args.out.clone().unwrap_or_else(|| run.plot_png());
-    let (width, height) = wm_train::plot::plot_open_loop(&model, &eval_buffer, args.episodes, args.horizon, &path, &device)?;
+    let compare = match &args.compare {
+        Some(dir) => Some(wm_train::load_for_eval(dir, &device).with_context(|| format!("loading run {}", dir.display()))?.1),
+        None => None,
+    };
+    let (width, height) =
+        wm_train::plot::plot_open_loop(&model, compare.as_ref(), &eval_buffer, args.episodes, args.horizon, &path, &device)?;
     let png = std::fs::read(&path).with_context(|| format!("reading back {}", path.display()))?;
     let mut tensorboard = wm_train::tensorboard::TensorBoard::create(&run.dir).context("opening TensorBoard events")?;
     tensorboard.png("eval/open_loop", png, width, height, update);

@@ -13,12 +13,27 @@ const TINY: &[&str] = &[
     "--set", "optim.batch_size=32",
     "--set", "eval.iwae_samples=[1, 8]",
     "--set", "eval.max_nll_transitions=64",
-    "--set", "model.hidden=[16]",
+];
+
+/// Model sizes that make a run of a second or two: one-step models, and the RSSM.
+const TINY_MLP: &[&str] = &["--set", "model.hidden=[16]"];
+const TINY_RSSM: &[&str] = &[
+    "--set", "model.deter=16",
+    "--set", "model.hidden=16",
+    "--set", "model.encoder_hidden=[16]",
+    "--set", "model.decoder_hidden=[16]",
+    "--set", "model.head_hidden=[16]",
+    "--set", "optim.batch_size=4",
+    "--set", "optim.seq_len=12",
 ];
 
 fn train_tiny(config: &str, runs: &Path) -> PathBuf {
     let mut args = vec!["train", "--config", config, "--runs-dir", runs.to_str().expect("utf-8 path"), "--quiet"];
     args.extend_from_slice(TINY);
+    args.extend_from_slice(if config.contains("rssm") { TINY_RSSM } else { TINY_MLP });
+    if config.contains("rssm_categorical") {
+        args.extend_from_slice(&["--set", r#"model.latent={"Categorical": {"groups": 4, "classes": 4, "unimix": 0.01}}"#]);
+    }
     let output = wm(&args);
     assert!(output.status.success(), "wm train failed: {}", stderr(&output));
     let run = std::fs::read_dir(runs).expect("runs dir").next().expect("one run folder").expect("entry").path();
@@ -62,7 +77,15 @@ fn train_writes_a_run_folder_that_eval_reloads_and_resume_continues() {
 
 #[test]
 fn every_shipped_config_parses_and_trains_briefly() {
-    for config in ["cartpole_gaussian_mlp.ron", "cartpole_deterministic_mlp.ron", "pendulum_cvae.ron", "pendulum_gaussian_mlp.ron", "pendulum_deterministic_mlp.ron"] {
+    for config in [
+        "cartpole_gaussian_mlp.ron",
+        "cartpole_deterministic_mlp.ron",
+        "pendulum_cvae.ron",
+        "pendulum_gaussian_mlp.ron",
+        "pendulum_deterministic_mlp.ron",
+        "cartpole_rssm_categorical.ron",
+        "pendulum_rssm.ron",
+    ] {
         let runs = tempfile::tempdir().expect("temp dir");
         let run = train_tiny(&config_path(config), runs.path());
         assert!(run.join("eval.json").is_file(), "{config}: no eval.json");
@@ -104,6 +127,7 @@ fn deterministic_mode_gives_identical_loss_curves_and_metrics_for_a_seed() {
         let mut args = vec!["train", "--config", "configs/pendulum_cvae.ron", "--seed", seed, "--deterministic", "--quiet"];
         args.extend_from_slice(&["--runs-dir", runs.path().to_str().expect("utf-8")]);
         args.extend_from_slice(TINY);
+        args.extend_from_slice(TINY_MLP);
         args.extend_from_slice(&["--set", "schedule.updates=60", "--set", "pipeline.replay_ratio=0.25"]);
         let output = crate::util::wm_in(env!("CARGO_MANIFEST_DIR"), &args);
         assert!(output.status.success(), "wm train failed: {}", stderr(&output));
@@ -120,4 +144,23 @@ fn deterministic_mode_gives_identical_loss_curves_and_metrics_for_a_seed() {
     assert!(first.0.len() >= 12 * 5, "loss terms logged every 5 of 60 updates: {}", first.0.len());
     assert_eq!(first, run("3"), "same seed, same loss curve and metrics");
     assert_ne!(first.1, run("4").1, "another seed, other numbers");
+}
+
+#[test]
+fn rssm_run_trains_reloads_and_compares_with_a_cvae_run_on_the_same_episodes() {
+    let runs = tempfile::tempdir().expect("temp dir");
+    let rssm = train_tiny(&config_path("pendulum_rssm.ron"), &runs.path().join("rssm"));
+    let cvae = train_tiny(&config_path("pendulum_cvae.ron"), &runs.path().join("cvae"));
+    let scalars = wm_train::tensorboard::read_scalars(&rssm).expect("events");
+    for tag in ["loss/recon", "loss/reward", "loss/cont", "loss/dyn", "loss/rep", "eval/open_loop_rmse_h5"] {
+        assert!(scalars.iter().any(|s| s.tag == tag), "{tag} missing");
+    }
+    let output = wm(&["eval", "--run", rssm.to_str().expect("utf-8"), "--compare", cvae.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "wm eval --compare failed: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("rssm_gaussian (20)") && text.contains("cvae (20)") && text.contains("episode open-loop test"), "{text}");
+    let plot = wm(&["plot", "--run", rssm.to_str().expect("utf-8"), "--compare", cvae.to_str().expect("utf-8"), "--episodes", "2"]);
+    assert!(plot.status.success(), "wm plot failed: {}", stderr(&plot));
+    let png = std::fs::read(rssm.join("open_loop.png")).expect("open_loop.png");
+    assert_eq!(&png[1..4], b"PNG", "the plot is a PNG file");
 }

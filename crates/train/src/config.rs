@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wm_models::TransitionModelConfig;
+use crate::model::ModelConfig;
 
 /// An error in a configuration file or an override.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +119,14 @@ pub struct OptimConfig {
     pub grad_clip: f32,
     /// Adam's epsilon.
     pub eps: f32,
+    /// Sequence length of the RSSM's batches (`batch_size` sequences of `seq_len` steps); the
+    /// one-step models ignore it.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+}
+
+fn default_seq_len() -> usize {
+    50
 }
 
 /// When things happen, in gradient updates.
@@ -158,7 +166,7 @@ pub struct TrainConfig {
     /// Seed of data collection, initialisation and sampling.
     pub seed: u64,
     /// The world model and its settings.
-    pub model: TransitionModelConfig,
+    pub model: ModelConfig,
     /// Data collection.
     pub data: DataConfig,
     /// Rollout workers, replay ratio and weight sync.
@@ -244,6 +252,7 @@ impl TrainConfig {
             ("data.eval_steps", self.data.eval_steps),
             ("data.replay_capacity", self.data.replay_capacity),
             ("optim.batch_size", self.optim.batch_size),
+            ("optim.seq_len", self.optim.seq_len),
             ("schedule.updates", self.schedule.updates),
             ("schedule.log_every", self.schedule.log_every),
             ("schedule.eval_every", self.schedule.eval_every),

@@ -11,6 +11,7 @@ pub mod data;
 pub mod eval;
 pub mod grad;
 pub mod limiter;
+pub mod model;
 pub mod pipeline;
 pub mod plot;
 pub mod run;
@@ -18,4 +19,5 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use model::{AnyModel, ModelConfig};
 pub use trainer::{TrainError, TrainOptions, TrainOutcome, load_for_eval, resume, train, update_step};

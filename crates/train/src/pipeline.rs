@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounde
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wm_envs::{Env, EnvError};
-use wm_models::AnyTransitionModel;
+use crate::model::AnyModel;
 use wm_replay::{Episode, EpisodeBuilder, ReplayBuffer, ReplaySpec};
 
 use crate::config::CollectPolicy;
@@ -59,7 +59,7 @@ pub struct PublishedWeights {
     /// The optimiser step they come from (0: initial weights).
     pub version: u64,
     /// The model without autodiff, for acting; `None` before the first publication.
-    pub model: Option<AnyTransitionModel>,
+    pub model: Option<AnyModel>,
 }
 
 /// The newest published weights; readers never block the learner for longer than a pointer swap.
@@ -74,7 +74,7 @@ impl Default for WeightsSlot {
 
 impl WeightsSlot {
     /// Replaces the published weights.
-    pub fn publish(&self, version: u64, model: AnyTransitionModel) {
+    pub fn publish(&self, version: u64, model: AnyModel) {
         let weights = Arc::new(PublishedWeights { version, model: Some(model) });
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = weights;
     }

@@ -1,13 +1,16 @@
 //! Imagined against real trajectories: one panel per (observation dimension, held-out episode).
-//! The real trajectory is black, the model's open-loop mean rollout red, and a few sampled
-//! rollouts (`sample_next` fed back to itself) light red, so a sample model's spread shows.
+//! Each model sees the first `CONTEXT_STEPS` observations (the episode open-loop test) and then
+//! imagines under the true actions. The real trajectory is black, the model's mean/mode rollout
+//! red, a few sampled rollouts light red (so a sample model's spread shows), and a second model
+//! for comparison blue.
 
 use std::path::Path;
 
-use burn::tensor::{Tensor, TensorData};
 use plotters::prelude::*;
-use wm_models::{AnyTransitionModel, TransitionModel};
 use wm_replay::{Episode, ReplayBuffer};
+
+use crate::eval::{CONTEXT_STEPS, imagine_from_context};
+use crate::model::AnyModel;
 
 /// Sampled rollouts drawn per episode besides the mean rollout.
 const SAMPLED_ROLLOUTS: usize = 5;
@@ -24,10 +27,11 @@ pub struct PlotError {
     pub message: String,
 }
 
-/// Rolls `model` out open loop on the `n_episodes` longest held-out episodes (at most `horizon`
-/// steps each) and writes the PNG to `path`. Returns the image size.
+/// Draws `model` (and `compare`, if given) against the `n_episodes` longest held-out episodes,
+/// at most `horizon` imagined steps each, to a PNG at `path`. Returns the image size.
 pub fn plot_open_loop(
-    model: &AnyTransitionModel,
+    model: &AnyModel,
+    compare: Option<&AnyModel>,
     buffer: &ReplayBuffer,
     n_episodes: usize,
     horizon: usize,
@@ -41,28 +45,43 @@ pub fn plot_open_loop(
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
     });
     let spec = buffer.spec();
-    let obs_dim = spec.obs_dim;
-    let mut episodes: Vec<&Episode> = buffer.episodes().collect();
+    let (o, a) = (spec.obs_dim, spec.action_width());
+    let mut episodes: Vec<&Episode> = buffer.episodes().filter(|e| e.len() >= CONTEXT_STEPS).collect();
     episodes.sort_by_key(|e| std::cmp::Reverse(e.len()));
     episodes.truncate(n_episodes.max(1));
     if episodes.is_empty() {
-        return Err(fail("the run has no held-out episodes".into()));
+        return Err(fail(format!("the run has no held-out episode longer than {CONTEXT_STEPS} steps")));
     }
-    let (width, height) = (PANEL_WIDTH * episodes.len() as u32, PANEL_HEIGHT * obs_dim as u32);
+    let start = CONTEXT_STEPS - 1;
+    let steps = episodes.iter().map(|e| e.len() - start).max().unwrap_or(1).min(horizon);
+    let mean = imagine_from_context(model, &episodes, steps, o, a, false, device).0;
+    let samples: Vec<Vec<f32>> =
+        (0..SAMPLED_ROLLOUTS).map(|_| imagine_from_context(model, &episodes, steps, o, a, true, device).0).collect();
+    let other = compare.map(|m| imagine_from_context(m, &episodes, steps, o, a, false, device).0);
+
+    let (width, height) = (PANEL_WIDTH * episodes.len() as u32, PANEL_HEIGHT * o as u32 + 24);
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let panels = root.split_evenly((obs_dim, episodes.len()));
+    let legend = match compare {
+        Some(other_model) => format!("black: real   red: {} (mean)   light red: its samples   blue: {}", model.kind(), other_model.kind()),
+        None => format!("black: real   red: {} (mean)   light red: its samples", model.kind()),
+    };
+    let (title, body) = root.split_vertically(24);
+    title.titled(&format!("{legend}; first {CONTEXT_STEPS} observations seen, then imagined"), ("sans-serif", 14)).map_err(|e| fail(e.to_string()))?;
+    let panels = body.split_evenly((o, episodes.len()));
     for (column, episode) in episodes.iter().enumerate() {
-        let steps = episode.len().min(horizon);
-        let real: Vec<Vec<f32>> = (0..=steps).map(|t| episode.observation(obs_dim, t).to_vec()).collect();
-        let mean = rollout(model, episode, steps, obs_dim, spec.action_width(), false, device);
-        let samples: Vec<_> = (0..SAMPLED_ROLLOUTS).map(|_| rollout(model, episode, steps, obs_dim, spec.action_width(), true, device)).collect();
-        for dim in 0..obs_dim {
-            let series = |trajectory: &[Vec<f32>]| -> Vec<(f64, f64)> {
-                trajectory.iter().enumerate().map(|(t, obs)| (t as f64, f64::from(obs[dim]))).collect()
-            };
-            let all: Vec<f64> = real.iter().chain(&mean).map(|o| f64::from(o[dim])).filter(|v| v.is_finite()).collect();
-            let (low, high) = all.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let length = (episode.len() - start).min(steps);
+        let imagined = |flat: &[f32], dim: usize| -> Vec<(f64, f64)> {
+            std::iter::once((start as f64, f64::from(episode.observation(o, start)[dim])))
+                .chain((0..length).map(|h| ((start + h + 1) as f64, f64::from(flat[(column * steps + h) * o + dim]))))
+                .collect()
+        };
+        for dim in 0..o {
+            let real: Vec<(f64, f64)> = (0..=start + length).map(|t| (t as f64, f64::from(episode.observation(o, t)[dim]))).collect();
+            let mean_line = imagined(&mean, dim);
+            let other_line = other.as_ref().map(|flat| imagined(flat, dim));
+            let values = real.iter().chain(&mean_line).chain(other_line.iter().flatten()).map(|p| p.1).filter(|v| v.is_finite());
+            let (low, high) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
             let pad = ((high - low) * 0.1).max(1e-3);
             let panel = &panels[dim * episodes.len() + column];
             let mut chart = ChartBuilder::on(panel)
@@ -70,36 +89,19 @@ pub fn plot_open_loop(
                 .margin(6)
                 .x_label_area_size(22)
                 .y_label_area_size(44)
-                .build_cartesian_2d(0f64..steps as f64, (low - pad)..(high + pad))
+                .build_cartesian_2d(0f64..(start + length) as f64, (low - pad)..(high + pad))
                 .map_err(|e| fail(e.to_string()))?;
             chart.configure_mesh().light_line_style(WHITE).label_style(("sans-serif", 11)).draw().map_err(|e| fail(e.to_string()))?;
             for sample in &samples {
-                chart.draw_series(LineSeries::new(series(sample), RGBColor(240, 170, 170))).map_err(|e| fail(e.to_string()))?;
+                chart.draw_series(LineSeries::new(imagined(sample, dim), RGBColor(240, 170, 170))).map_err(|e| fail(e.to_string()))?;
             }
-            chart.draw_series(LineSeries::new(series(&real), BLACK.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
-            chart.draw_series(LineSeries::new(series(&mean), RED.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
+            chart.draw_series(LineSeries::new(real, BLACK.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
+            if let Some(line) = other_line {
+                chart.draw_series(LineSeries::new(line, BLUE.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
+            }
+            chart.draw_series(LineSeries::new(mean_line, RED.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
         }
     }
     root.present().map_err(|e| fail(e.to_string()))?;
     Ok((width, height))
-}
-
-fn rollout(
-    model: &AnyTransitionModel,
-    episode: &Episode,
-    steps: usize,
-    obs_dim: usize,
-    action_width: usize,
-    sample: bool,
-    device: &wm_backend::Device,
-) -> Vec<Vec<f32>> {
-    let mut current = Tensor::<2>::from_data(TensorData::new(episode.observation(obs_dim, 0).to_vec(), [1, obs_dim]), device);
-    let mut trajectory = vec![episode.observation(obs_dim, 0).to_vec()];
-    for t in 0..steps {
-        let action = Tensor::<2>::from_data(TensorData::new(episode.action(action_width, t).to_vec(), [1, action_width]), device);
-        let prediction = if sample { model.sample_next(current, action) } else { model.mean_next(current, action) };
-        current = prediction.next_obs;
-        trajectory.push(current.clone().into_data().try_to_vec::<f32>().expect("model outputs should be f32"));
-    }
-    trajectory
 }

@@ -16,12 +16,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wm_backend::{Device, DeviceSpec};
 use wm_models::{AnyTransitionModel, LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionTensors};
-use wm_replay::{LoadMode, ReplayBuffer};
+use wm_replay::{LoadMode, ReplayBuffer, SequenceBatch, SequenceMode};
 
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::config::TrainConfig;
 use crate::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
-use crate::eval::{EvalOptions, EvalReport, evaluate};
+use crate::eval::{EvalOptions, EvalReport, evaluate_any};
+use crate::model::AnyModel;
 use crate::grad::clip_global_norm;
 use crate::pipeline::{self, Control, Ended, PipelineSetup, PipelineStats, WeightsSlot};
 use crate::run::RunFolder;
@@ -124,19 +125,22 @@ pub struct TrainOutcome {
     pub updates_this_run: u64,
     /// Environment steps in the training replay at the end (prefill included).
     pub env_steps: u64,
+    /// The pipeline's final numbers (None when no update was left to do).
+    pub pipeline: Option<PipelineStats>,
+    /// Wall time of the pipeline phase (collection and updates, after prefill), seconds.
+    pub pipeline_seconds: f64,
 }
 
 /// The model's host-side state saved with its parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ModelState {
-    spec: ModelSpec,
-    normalizer: Normalizer,
-    residual_std: Option<Vec<f32>>,
+enum ModelState {
+    Transition { spec: ModelSpec, normalizer: Normalizer, residual_std: Option<Vec<f32>> },
+    Rssm { spec: ModelSpec },
 }
 
 /// A model, its optimiser and the sampling RNG: what a checkpoint restores.
 struct Learner {
-    model: AnyTransitionModel,
+    model: AnyModel,
     optimizer: ModuleOptimizer,
     rng: ChaCha8Rng,
     update: u64,
@@ -179,7 +183,7 @@ pub fn resume(run_dir: &Path, overrides: &[String], options: &TrainOptions) -> R
 
 /// Loads a run's model from its checkpoint onto `device` (without autodiff), for `wm eval` and
 /// `wm plot`, with the config and the held-out episodes.
-pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, AnyTransitionModel, ReplayBuffer, u64), TrainError> {
+pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, AnyModel, ReplayBuffer, u64), TrainError> {
     let run = RunFolder::open(run_dir);
     let config = TrainConfig::load(&run.config(), &[])?;
     let checkpoint = Checkpoint::load(&run.checkpoint())?;
@@ -190,7 +194,7 @@ pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, An
     Ok((config, model, eval_buffer, update))
 }
 
-fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device, run: &RunFolder) -> Result<AnyTransitionModel, TrainError> {
+fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device, run: &RunFolder) -> Result<AnyModel, TrainError> {
     let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
     if checkpoint.meta.model_kind != config.model.kind() {
         return Err(run_error(format!(
@@ -203,13 +207,20 @@ fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device,
         .map_err(|error| run_error(format!("the checkpoint's model state is unreadable: {error}")))?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.model_bytes.clone()))
         .map_err(|error| run_error(format!("the checkpoint's model record is unreadable: {error:?}")))?;
+    let (spec, normalizer, residual_std) = match state {
+        ModelState::Transition { spec, normalizer, residual_std } => (spec, normalizer, residual_std),
+        ModelState::Rssm { spec } => {
+            let identity = Normalizer::identity(spec.obs_dim);
+            (spec, identity, None)
+        }
+    };
     let mut model = config
         .model
-        .init(&state.spec, state.normalizer, device)
+        .init(&spec, normalizer, device)
         .try_load_record(record)
         .map_err(|error| run_error(format!("the checkpoint's parameters do not fit the configured model: {error:?}")))?;
-    if let Some(std) = state.residual_std {
-        model.set_residual_std(std);
+    if let (Some(std), AnyModel::Transition(transition)) = (residual_std, &mut model) {
+        transition.set_residual_std(std);
     }
     Ok(model)
 }
@@ -278,10 +289,16 @@ fn rng_from_json(value: &serde_json::Value) -> Option<ChaCha8Rng> {
 
 fn save_checkpoint(learner: &Learner, run: &RunFolder, config: &TrainConfig, env_steps: u64) -> Result<(), TrainError> {
     let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
-    let state = ModelState {
-        spec: learner.model.spec().clone(),
-        normalizer: learner.model.normalizer().clone(),
-        residual_std: learner.model.residual_std().map(<[f32]>::to_vec),
+    let state = match &learner.model {
+        AnyModel::Transition(model) => ModelState::Transition {
+            spec: model.spec().clone(),
+            normalizer: model.normalizer().clone(),
+            residual_std: model.residual_std().map(<[f32]>::to_vec),
+        },
+        AnyModel::Rssm(model) => {
+            let spec = model.spec();
+            ModelState::Rssm { spec: ModelSpec { obs_dim: spec.obs_dim, action: spec.action.clone() } }
+        }
     };
     let model_bytes = learner.model.clone().into_record().into_bytes().map_err(|e| run_error(format!("serialising the model: {e:?}")))?;
     let optimizer_bytes = learner.optimizer.into_bytes().map_err(|e| run_error(format!("serialising the optimiser: {e:?}")))?;
@@ -315,6 +332,22 @@ pub fn update_step(
     let mut grads = GradientsParams::from_grads(loss.total.backward(), &model);
     let grad_norm = clip_global_norm(&model, &mut grads, grad_clip);
     (optimizer.step(lr, model, grads), loss, grad_norm)
+}
+
+/// A replay sequence batch as tensors on `device`.
+pub fn sequence_tensors(batch: &SequenceBatch, device: &Device) -> wm_rssm::SequenceTensors {
+    wm_rssm::SequenceTensors::from_host(
+        &batch.obs,
+        &batch.actions,
+        &batch.rewards,
+        &batch.is_first,
+        &batch.is_terminal,
+        batch.batch_size,
+        batch.seq_len,
+        batch.obs_dim,
+        batch.action_width,
+        device,
+    )
 }
 
 /// The schedules, named.
@@ -361,14 +394,29 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     };
 
     let mut env_steps_now = env_steps;
+    let mut final_stats = None;
+    let pipeline_started = Instant::now();
     let ended = if learner.update >= total_updates {
         Ended::Done
     } else {
         let (ended, stats) = pipeline::run(&setup, &mut train_buffer, &weights, &options.interrupt, |replay, stats| {
-            let batch = replay.sample_transitions(&mut learner.rng, config.optim.batch_size)?;
-            let batch = to_tensors(&batch, 0..batch.batch_size, &training_device);
-            let (model, loss, grad_norm) =
-                update_step(learner.model.clone(), &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
+            let (model, loss, grad_norm) = match learner.model.clone() {
+                AnyModel::Transition(model) => {
+                    let batch = replay.sample_transitions(&mut learner.rng, config.optim.batch_size)?;
+                    let batch = to_tensors(&batch, 0..batch.batch_size, &training_device);
+                    let (model, loss, grad_norm) = update_step(model, &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
+                    (AnyModel::Transition(model), loss, grad_norm)
+                }
+                AnyModel::Rssm(model) => {
+                    // Straddling sequences (is_first marks each episode start) so that short
+                    // episodes, like random CartPole ones, still fill `seq_len` steps.
+                    let batch = replay.sample_sequences(&mut learner.rng, config.optim.batch_size, config.optim.seq_len, SequenceMode::Straddle)?;
+                    let batch = sequence_tensors(&batch, &training_device);
+                    let (model, loss) = wm_rssm::update_step(model, &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
+                    let grad_norm = loss.metrics.get("grad_norm").copied().unwrap_or(f64::NAN) as f32;
+                    (AnyModel::Rssm(model), loss, grad_norm)
+                }
+            };
             learner.model = model;
             learner.update += 1;
             let update = learner.update;
@@ -391,7 +439,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
             progress.set_position(update);
 
             if should(config.schedule.eval_every, update) {
-                let report = evaluate(&learner.model.valid(), &eval_buffer, &periodic, update, device);
+                let report = evaluate_any(&learner.model.valid(), &eval_buffer, &periodic, update, device);
                 log_report(&mut tensorboard, &report);
                 tensorboard.flush();
             }
@@ -405,8 +453,10 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
             Ok(if update >= total_updates { Control::Stop } else { Control::Continue })
         })?;
         env_steps_now = stats.inserted_steps;
+        final_stats = Some(stats);
         ended
     };
+    let pipeline_seconds = pipeline_started.elapsed().as_secs_f64();
     progress.finish_and_clear();
     train_buffer.sync()?;
     if ended == Ended::Interrupted {
@@ -419,8 +469,10 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     // other models have nothing to fit and return None).
     let data = all_transitions(&train_buffer, 20_000);
     let batches: Vec<_> = (0..data.batch_size).step_by(1024).map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device)).collect();
-    if let Some(std) = learner.model.valid().fit_residual_std(batches.iter()) {
-        learner.model.set_residual_std(std);
+    if let AnyModel::Transition(model) = &mut learner.model
+        && let Some(std) = model.valid().fit_residual_std(batches.iter())
+    {
+        model.set_residual_std(std);
     }
     save_checkpoint(&learner, &run, &config, env_steps_now)?;
 
@@ -430,12 +482,19 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
     };
-    let report = evaluate(&learner.model.valid(), &eval_buffer, &full, learner.update, device);
+    let report = evaluate_any(&learner.model.valid(), &eval_buffer, &full, learner.update, device);
     log_report(&mut tensorboard, &report);
     tensorboard.flush();
     let eval_json = run.eval_json();
     std::fs::write(&eval_json, serde_json::to_string_pretty(&report).expect("report should serialise")).map_err(io_error("writing", &eval_json))?;
-    Ok(TrainOutcome { run, report, updates_this_run: learner.update - first_update, env_steps: env_steps_now })
+    Ok(TrainOutcome {
+        run,
+        report,
+        updates_this_run: learner.update - first_update,
+        env_steps: env_steps_now,
+        pipeline: final_stats,
+        pipeline_seconds,
+    })
 }
 
 /// Writes the pipeline's throughput and health under `perf/`.
