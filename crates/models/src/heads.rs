@@ -212,8 +212,9 @@ pub(crate) fn assemble_loss(
     }
 }
 
-/// Reads scalar (`[1]`) diagnostics back to the host in one transfer.
-pub(crate) fn read_metrics(metrics: Vec<(&str, Tensor<1>)>) -> BTreeMap<String, f64> {
+/// Reads scalar (`[1]`) diagnostics back to the host in one transfer (one device sync for
+/// all of them).
+pub fn read_metrics(metrics: Vec<(&str, Tensor<1>)>) -> BTreeMap<String, f64> {
     if metrics.is_empty() {
         return BTreeMap::new();
     }

@@ -53,6 +53,7 @@
 //! let eval_model = model.valid(); // no autodiff: cheaper sampling and likelihoods
 //! ```
 
+pub mod grad;
 pub mod cvae;
 pub mod deterministic;
 pub mod dist;
@@ -70,6 +71,7 @@ use serde::{Deserialize, Serialize};
 pub use cvae::{Cvae, CvaeConfig, PriorKind};
 pub use deterministic::{DeterministicMlp, DeterministicMlpConfig};
 pub use gaussian::{GaussianMlp, GaussianMlpConfig};
+pub use heads::read_metrics;
 pub use normalizer::Normalizer;
 
 /// The action space as the models see it.

@@ -755,28 +755,8 @@ fn assemble_loss(
         total,
         terms,
         weights,
-        metrics: read_metrics(metrics),
+        metrics: wm_models::read_metrics(metrics),
     }
-}
-
-/// Reads `[1]` diagnostics back to the host in one transfer.
-pub(crate) fn read_metrics(metrics: Vec<(&str, Tensor<1>)>) -> BTreeMap<String, f64> {
-    if metrics.is_empty() {
-        return BTreeMap::new();
-    }
-    let (names, values): (Vec<&str>, Vec<Tensor<1>>) = metrics
-        .into_iter()
-        .map(|(k, v)| (k, v.detach().without_autodiff()))
-        .unzip();
-    let values = Tensor::cat(values, 0)
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 metrics");
-    names
-        .into_iter()
-        .map(String::from)
-        .zip(values.into_iter().map(f64::from))
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,64 +1,12 @@
 //! One training update: loss, backward, global-norm gradient clipping, optimiser step.
 
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
 use wm_models::LossOutput;
 
 use crate::config::SequenceTensors;
 use crate::model::Rssm;
 
-struct SquaredNorm<'a> {
-    grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
-}
-
-impl ModuleVisitor for SquaredNorm<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(grad) = self.grads.get::<D>(param.id) {
-            let squared = grad.square().sum();
-            self.total = Some(match self.total.take() {
-                Some(total) => total + squared,
-                None => squared,
-            });
-        }
-    }
-}
-
-struct Scale<'a> {
-    grads: &'a mut GradientsParams,
-    factor: f32,
-}
-
-impl ModuleVisitor for Scale<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(grad) = self.grads.remove::<D>(param.id) {
-            self.grads.register(param.id, grad.mul_scalar(self.factor));
-        }
-    }
-}
-
-/// The global L2 norm of the gradients of `module`'s parameters (one read-back).
-pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f32 {
-    let mut visitor = SquaredNorm { grads, total: None };
-    module.visit(&mut visitor);
-    visitor
-        .total
-        .map_or(0.0, |total| total.into_scalar::<f32>().sqrt())
-}
-
-/// Scales all gradients by `max_norm / norm` when their global norm exceeds `max_norm`
-/// (Dreamer's clipping, which keeps the update's direction). Returns the norm before clipping.
-pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f32) -> f32 {
-    let norm = global_grad_norm(module, grads);
-    if norm.is_finite() && norm > max_norm {
-        module.visit(&mut Scale {
-            grads,
-            factor: max_norm / norm,
-        });
-    }
-    norm
-}
+pub use wm_models::grad::{clip_global_norm, global_norm as global_grad_norm};
 
 /// One gradient update of the RSSM: [`Rssm::loss`], backward, global-norm clipping at
 /// `grad_clip` (pass `f32::INFINITY` to disable), `optimizer.step(lr, ..)`. The norm before

@@ -9,7 +9,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
-pub mod grad;
 pub mod limiter;
 pub mod model;
 pub mod pipeline;
@@ -19,5 +18,7 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use config::TrainConfig;
+/// Global gradient-norm clipping (lives with the models, which all use it).
+pub use wm_models::grad;
 pub use model::{AnyModel, ModelConfig};
 pub use trainer::{TrainError, TrainOptions, TrainOutcome, load_for_eval, resume, train, update_step};
