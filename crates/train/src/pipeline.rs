@@ -512,6 +512,21 @@ mod tests {
     }
 
     #[test]
+    fn learner_error_stops_the_workers_and_is_returned() {
+        let setup = setup(2, cartpoles(), false);
+        let mut replay = ReplayBuffer::new(setup.replay_spec.clone(), 1_000_000).expect("buffer");
+        let weights = Arc::new(WeightsSlot::default());
+        let interrupt = AtomicBool::new(false);
+        let mut updates = 0;
+        let result = run(&setup, &mut replay, &weights, &interrupt, |_, _| {
+            updates += 1;
+            if updates == 20 { Err(TrainError::WorkersGone) } else { Ok(Control::Continue) }
+        });
+        assert!(matches!(result, Err(TrainError::WorkersGone)), "{result:?}");
+        // `run` returned, so every worker saw the stop and was joined.
+    }
+
+    #[test]
     fn interrupt_ends_the_run_cleanly() {
         let setup = setup(2, cartpoles(), false);
         let mut replay = ReplayBuffer::new(setup.replay_spec.clone(), 1_000_000).expect("buffer");
