@@ -99,11 +99,14 @@ pub struct BenchPipelineArgs {
     #[arg(long, default_value = "configs/cartpole_cvae.ron")]
     pub config: std::path::PathBuf,
     /// Updates per measured run.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1500)]
     pub updates: usize,
     /// Replay ratios (updates per environment step) to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.5,0.02")]
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.02,0.001")]
     pub ratios: Vec<f64>,
+    /// The limiter's tolerance in environment steps (small, so the achieved ratio shows).
+    #[arg(long, default_value_t = 100)]
+    pub tolerance_steps: usize,
     /// Worker counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub workers: Vec<usize>,

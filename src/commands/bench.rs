@@ -212,6 +212,7 @@ pub fn pipeline(args: &BenchPipelineArgs) -> anyhow::Result<()> {
                 "schedule.eval_every=1000000".into(),
                 "schedule.checkpoint_every=1000000".into(),
                 "data.prefill_steps=2000".into(),
+                format!("pipeline.tolerance_steps={}", args.tolerance_steps),
                 "data.eval_steps=200".into(),
                 "eval.iwae_samples=[1]".into(),
                 "eval.max_nll_transitions=64".into(),
