@@ -10,6 +10,8 @@
 //! - [`models`]: the conditional VAE and the Gaussian and deterministic MLP baselines.
 //! - [`rssm`]: the Dreamer-style recurrent state-space model.
 //! - [`imagine`]: the `WorldModel` trait over both and the batched `ModelEnv` for planners.
+//! - [`plan`]: model-predictive control (random shooting, CEM, MPPI) over any `WorldModel`,
+//!   and the true dynamics as a `WorldModel` for testing planners.
 //! - [`train`]: configs, the rollout/learner pipeline, evaluation, checkpoints, TensorBoard.
 //! - [`backend`]: run-time device selection (flex CPU by default, libtorch with `tch`).
 //!
@@ -19,6 +21,7 @@ pub use wm_backend as backend;
 pub use wm_envs as envs;
 pub use wm_imagine as imagine;
 pub use wm_models as models;
+pub use wm_plan as plan;
 pub use wm_replay as replay;
 pub use wm_rssm as rssm;
 pub use wm_train as train;
