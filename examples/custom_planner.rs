@@ -22,7 +22,6 @@ use wm_imagine::{Context, HistoryWindow, ModelEnv, WorldModel};
 use wm_models::{AnyTransitionModel, GaussianMlpConfig, Normalizer, TransitionModelConfig};
 use wm_replay::ReplayBuffer;
 use wm_train::AnyModel;
-use wm_train::config::CollectPolicy;
 use wm_train::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
 
 // ----------------------------------------------------------------------------------------------
@@ -105,7 +104,7 @@ fn mpc<M: WorldModel>(
 fn train_small_model(device: &Device) -> Result<AnyTransitionModel> {
     let mut env = wm_envs::make("pendulum")?;
     let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 10_000)?;
-    collect_episodes(env.as_mut(), CollectPolicy::Random, 0, 4_000, &mut buffer)?;
+    collect_episodes(env.as_mut(), 0, 4_000, &mut buffer)?;
     let data = all_transitions(&buffer, usize::MAX);
     let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
     let training = device.clone().autodiff();

@@ -126,7 +126,7 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
     // PyTorch twins: obs 4 / 2 actions, and obs 3 / 1 continuous action).
     let mut env = wm_envs::make(if config.is_sequence_model() { "pendulum" } else { "cartpole" })?;
     let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 100_000)?;
-    collect_episodes(env.as_mut(), wm_train::config::CollectPolicy::Random, 0, 10_000, &mut buffer)?;
+    collect_episodes(env.as_mut(), 0, 10_000, &mut buffer)?;
     let data = all_transitions(&buffer, usize::MAX);
     let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
     let mut model = config.init(&model_spec(env.as_ref()), normalizer, &device);

@@ -164,3 +164,27 @@ fn rssm_run_trains_reloads_and_compares_with_a_cvae_run_on_the_same_episodes() {
     let png = std::fs::read(rssm.join("open_loop.png")).expect("open_loop.png");
     assert_eq!(&png[1..4], b"PNG", "the plot is a PNG file");
 }
+
+#[test]
+fn closed_loop_run_acts_with_the_planner_and_logs_returns_against_env_steps() {
+    let runs = tempfile::tempdir().expect("temp dir");
+    let mut args = vec!["train", "--config", "configs/pendulum_cvae_cem.ron", "--quiet"];
+    args.extend_from_slice(&["--runs-dir", runs.path().to_str().expect("utf-8")]);
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(TINY_MLP);
+    args.extend_from_slice(&[
+        "--set", r#"data.policy={"Planner": {"kind": "Cem", "horizon": 4, "candidates": 16, "elites": 4, "iterations": 2}}"#,
+        "--set", "eval.policy_episodes=1",
+    ]);
+    let output = crate::util::wm_in(env!("CARGO_MANIFEST_DIR"), &args);
+    assert!(output.status.success(), "wm train failed: {}", stderr(&output));
+    assert!(stdout(&output).contains("acting policy on the real environment: mean return"), "{}", stdout(&output));
+    let run = std::fs::read_dir(runs.path()).expect("runs").next().expect("a run").expect("entry").path();
+    let scalars = wm_train::tensorboard::read_scalars(&run).expect("events");
+    let returns: Vec<_> = scalars.iter().filter(|s| s.tag == "eval/return").collect();
+    assert!(!returns.is_empty(), "eval/return is logged");
+    assert!(returns.iter().all(|s| s.step >= 400), "eval/return is logged against environment steps (>= the prefill): {returns:?}");
+    assert!(returns.iter().all(|s| (-2000.0..=0.0).contains(&s.value)), "a Pendulum return is in [-2000, 0]: {returns:?}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).expect("eval.json")).expect("json");
+    assert!(report["policy_return"].is_number(), "{report}");
+}

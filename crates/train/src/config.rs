@@ -54,11 +54,14 @@ pub enum ConfigError {
     },
 }
 
-/// Which policy collects the training and evaluation data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which policy the rollout workers act with (the prefill and the held-out episodes are always
+/// random, so that every model is evaluated on the same kind of data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CollectPolicy {
     /// Uniformly random actions.
     Random,
+    /// Model-predictive control over the newest published model: `Planner((kind: Cem))`.
+    Planner(wm_plan::PlannerConfig),
 }
 
 /// How much data to collect, and how.
@@ -155,6 +158,10 @@ pub struct EvalConfig {
     pub max_nll_transitions: usize,
     /// Importance samples used by the periodic evaluation during training (kept small).
     pub periodic_iwae_samples: usize,
+    /// Episodes run with the acting policy (no exploration) at each periodic evaluation, logged
+    /// as `eval/return` and `eval/episode_length` against environment steps; 0 turns them off.
+    #[serde(default)]
+    pub policy_episodes: usize,
 }
 
 /// A whole training run's configuration: what `configs/*.ron` hold.
@@ -192,7 +199,9 @@ impl TrainConfig {
 
     /// As [`load`](Self::load), from text already read; `path` is only used in messages.
     pub fn from_ron_str(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let config: TrainConfig = ron::from_str(text).map_err(|error| ConfigError::Parse {
+        // `implicit_some` lets optional fields be written plainly (`horizon: 15`, not `Some(15)`).
+        let options = ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
+        let config: TrainConfig = options.from_str(text).map_err(|error| ConfigError::Parse {
             path: path.to_path_buf(),
             line: error.position.line,
             column: error.position.col,

@@ -7,7 +7,6 @@ use wm_envs::{Env, EnvError, Space};
 use wm_models::{ActionSpec, ModelSpec, TransitionTensors};
 use wm_replay::{EpisodeBuilder, ReplayBuffer, ReplayError, ReplaySpec, TransitionBatch};
 
-use crate::config::CollectPolicy;
 
 /// Errors while collecting data.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +49,12 @@ pub fn model_spec(env: &dyn Env) -> ModelSpec {
     ModelSpec { obs_dim: env.observation_space().width(), action }
 }
 
-/// Steps `env` with `policy` and stores whole episodes in `buffer` until at least `min_steps`
-/// steps were taken. The first reset uses `seed`; later resets continue its random stream, as
+/// Steps `env` with uniformly random actions and stores whole episodes in `buffer` until at
+/// least `min_steps` steps were taken (the prefill and the held-out episodes are always random,
+/// whatever the workers act with, so every model is evaluated on the same kind of data). The first reset uses `seed`; later resets continue its random stream, as
 /// in Gymnasium, so the same seed gives the same episodes.
 pub fn collect_episodes(
     env: &mut dyn Env,
-    policy: CollectPolicy,
     seed: u64,
     min_steps: usize,
     buffer: &mut ReplayBuffer,
@@ -73,7 +72,6 @@ pub fn collect_episodes(
         let obs = env.reset(reset_seed.take());
         let mut episode = EpisodeBuilder::new(&spec, &obs)?;
         loop {
-            let CollectPolicy::Random = policy;
             let action = action_space.sample(&mut policy_rng);
             let step = env.step(&action).map_err(env_error(env))?;
             episode.push(&action.to_f32_vec(), step.reward as f32, &step.obs)?;
@@ -144,7 +142,7 @@ mod tests {
         let collect = |seed| {
             let mut env = wm_envs::make("cartpole").expect("cartpole");
             let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 10_000).expect("buffer");
-            let stats = collect_episodes(env.as_mut(), CollectPolicy::Random, seed, 200, &mut buffer).expect("collect");
+            let stats = collect_episodes(env.as_mut(), seed, 200, &mut buffer).expect("collect");
             (stats, buffer.episodes().cloned().collect::<Vec<_>>())
         };
         let (stats, episodes) = collect(3);
@@ -159,7 +157,7 @@ mod tests {
     fn all_transitions_marks_only_the_last_step_of_terminated_episodes() {
         let mut env = wm_envs::make("cartpole").expect("cartpole");
         let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 10_000).expect("buffer");
-        let stats = collect_episodes(env.as_mut(), CollectPolicy::Random, 0, 100, &mut buffer).expect("collect");
+        let stats = collect_episodes(env.as_mut(), 0, 100, &mut buffer).expect("collect");
         let batch = all_transitions(&buffer, usize::MAX);
         assert_eq!(batch.batch_size, stats.steps);
         assert_eq!(batch.terminated.iter().filter(|&&t| t == 1.0).count(), stats.terminated);

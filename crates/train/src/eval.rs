@@ -80,6 +80,12 @@ pub struct EvalReport {
     pub termination_accuracy: f64,
     /// Fraction of terminal transitions predicted terminal (NaN when there were none).
     pub termination_recall: f64,
+    /// Mean return of the acting policy's evaluation episodes (when `eval.policy_episodes` > 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_return: Option<f64>,
+    /// Mean length of those episodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_episode_length: Option<f64>,
 }
 
 /// Evaluates `model` (already without autodiff) on the held-out episodes of `buffer`.
@@ -107,6 +113,8 @@ pub fn evaluate(model: &AnyTransitionModel, buffer: &ReplayBuffer, options: &Eva
         reward_rmse,
         termination_accuracy,
         termination_recall,
+        policy_return: None,
+        policy_episode_length: None,
     }
 }
 
@@ -251,6 +259,9 @@ impl EvalReport {
             "termination accuracy: {:.4}, recall on terminal steps: {:.4}",
             self.termination_accuracy, self.termination_recall
         );
+        if let (Some(ret), Some(length)) = (self.policy_return, self.policy_episode_length) {
+            let _ = writeln!(out, "acting policy on the real environment: mean return {ret:.1}, mean episode length {length:.1}");
+        }
         out
     }
 }
@@ -412,6 +423,8 @@ pub fn evaluate_any(model: &AnyModel, buffer: &ReplayBuffer, options: &EvalOptio
                 reward_rmse,
                 termination_accuracy,
                 termination_recall,
+                policy_return: None,
+                policy_episode_length: None,
             }
         }
     }

@@ -5,6 +5,7 @@
 //! [`grad`] (global-norm clipping), [`eval`] (held-out metrics), [`checkpoint`] (atomic,
 //! checksummed), [`tensorboard`] (event files), [`plot`] (imagined against real trajectories).
 
+pub mod acting;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

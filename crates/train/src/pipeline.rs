@@ -19,12 +19,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use wm_envs::{Env, EnvError};
 use crate::model::AnyModel;
 use wm_replay::{Episode, EpisodeBuilder, ReplayBuffer, ReplaySpec};
 
+use crate::acting::Actor;
 use crate::config::CollectPolicy;
 use crate::limiter::RateLimiter;
 use crate::trainer::TrainError;
@@ -94,6 +93,9 @@ pub struct PipelineSetup {
     pub replay_spec: ReplaySpec,
     /// Acting policy of the workers.
     pub policy: CollectPolicy,
+    /// Device the workers' planners run the published model on (the learner's device, without
+    /// autodiff).
+    pub acting_device: wm_backend::Device,
     /// Worker threads.
     pub n_workers: usize,
     /// Base seed; each worker derives its own stream.
@@ -340,8 +342,7 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
     let setup = &context.setup;
     let mut env = (setup.env_factory)(context.worker).map_err(|e| e.to_string())?;
     let seed = worker_seed(setup.seed, context.worker, setup.start_inserted);
-    let mut policy_rng = ChaCha8Rng::seed_from_u64(seed);
-    let action_space = env.action_space();
+    let mut actor = Actor::new(&setup.policy, setup.replay_spec.obs_dim, env.action_space(), seed, setup.acting_device.clone());
     let mut reset_seed = Some(seed);
     loop {
         if let Some(permits) = &context.permits
@@ -352,20 +353,23 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
         if context.limiter.stopped() {
             return Ok(());
         }
-        let weights_version = context.weights.latest().version;
+        // The weights are picked up between episodes, so one episode is acted with one version.
+        let weights = context.weights.latest();
         let obs = env.reset(reset_seed.take());
+        actor.reset(&obs);
         let mut episode = EpisodeBuilder::new(&setup.replay_spec, &obs).map_err(|e| e.to_string())?;
         loop {
             // In lock-step mode the permit already paid for the whole episode.
             if context.permits.is_none() && !context.limiter.wait_worker() {
                 return Ok(());
             }
-            let CollectPolicy::Random = setup.policy;
-            let action = action_space.sample(&mut policy_rng);
+            let action = actor.act(weights.model.as_ref());
             let step = env.step(&action).map_err(|e| e.to_string())?;
+            actor.observe(&action, &step.obs);
             episode.push(&action.to_f32_vec(), step.reward as f32, &step.obs).map_err(|e| e.to_string())?;
             if step.terminated || step.truncated {
                 let episode = episode.finish(step.terminated, step.truncated).map_err(|e| e.to_string())?;
+                let weights_version = weights.version;
                 if context.sender.send(WorkerMessage::Episode { worker: context.worker, episode, weights_version }).is_err() {
                     return Ok(());
                 }
@@ -386,6 +390,7 @@ mod tests {
             replay_spec: ReplaySpec::new(env.observation_space().width(), env.action_space()),
             env_factory: factory,
             policy: CollectPolicy::Random,
+            acting_device: wm_backend::DeviceSpec::Cpu.init().expect("flex"),
             n_workers,
             seed: 1,
             replay_ratio: 0.5,

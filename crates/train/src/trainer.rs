@@ -237,12 +237,12 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
     if train_buffer.n_transitions() < config.data.prefill_steps {
         let seed = config.seed.wrapping_add(train_buffer.n_episodes() as u64 * 7_919);
         let missing = config.data.prefill_steps - train_buffer.n_transitions();
-        collect_episodes(env.as_mut(), config.data.policy, seed, missing, &mut train_buffer)?;
+        collect_episodes(env.as_mut(), seed, missing, &mut train_buffer)?;
     }
     if eval_buffer.n_transitions() < config.data.eval_steps {
         let seed = config.seed.wrapping_add(EVAL_SEED_OFFSET).wrapping_add(eval_buffer.n_episodes() as u64 * 7_919);
         let missing = config.data.eval_steps - eval_buffer.n_transitions();
-        collect_episodes(env.as_mut(), config.data.policy, seed, missing, &mut eval_buffer)?;
+        collect_episodes(env.as_mut(), seed, missing, &mut eval_buffer)?;
     }
     train_buffer.flush()?;
     eval_buffer.flush()?;
@@ -381,7 +381,8 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     let setup = PipelineSetup {
         env_factory: Arc::new(move |_| wm_envs::make(&env_name)),
         replay_spec: train_buffer.spec().clone(),
-        policy: config.data.policy,
+        policy: config.data.policy.clone(),
+        acting_device: device.clone(),
         n_workers: config.pipeline.resolved_workers(),
         seed: config.seed,
         replay_ratio: config.pipeline.replay_ratio,
@@ -441,6 +442,12 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
             if should(config.schedule.eval_every, update) {
                 let report = evaluate_any(&learner.model.valid(), &eval_buffer, &periodic, update, device);
                 log_report(&mut tensorboard, &report);
+                if config.eval.policy_episodes > 0 {
+                    let (mean_return, mean_length) = policy_returns(&learner.model.valid(), &config, device)?;
+                    tensorboard.scalar("eval/return", mean_return, stats.inserted_steps);
+                    tensorboard.scalar("eval/episode_length", mean_length, stats.inserted_steps);
+                    tensorboard.scalar("eval/return_by_update", mean_return, update);
+                }
                 tensorboard.flush();
             }
             if should(config.schedule.checkpoint_every, update) {
@@ -482,7 +489,13 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
     };
-    let report = evaluate_any(&learner.model.valid(), &eval_buffer, &full, learner.update, device);
+    let mut report = evaluate_any(&learner.model.valid(), &eval_buffer, &full, learner.update, device);
+    if config.eval.policy_episodes > 0 {
+        let (mean_return, mean_length) = policy_returns(&learner.model.valid(), &config, device)?;
+        tensorboard.scalar("eval/return", mean_return, env_steps_now);
+        tensorboard.scalar("eval/episode_length", mean_length, env_steps_now);
+        (report.policy_return, report.policy_episode_length) = (Some(mean_return), Some(mean_length));
+    }
     log_report(&mut tensorboard, &report);
     tensorboard.flush();
     let eval_json = run.eval_json();
@@ -495,6 +508,16 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         pipeline: final_stats,
         pipeline_seconds,
     })
+}
+
+/// Mean return and length of `eval.policy_episodes` real episodes with the acting policy over
+/// `model` (held-out seeds, no exploration).
+fn policy_returns(model: &AnyModel, config: &TrainConfig, device: &Device) -> Result<(f64, f64), TrainError> {
+    let seed = config.seed.wrapping_add(2 * EVAL_SEED_OFFSET);
+    let results = crate::acting::evaluate_policy(model, &config.env, &config.data.policy, config.eval.policy_episodes, seed, device)
+        .map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
+    let n = results.len().max(1) as f64;
+    Ok((results.iter().map(|r| r.0).sum::<f64>() / n, results.iter().map(|r| r.1 as f64).sum::<f64>() / n))
 }
 
 /// Writes the pipeline's throughput and health under `perf/`.
