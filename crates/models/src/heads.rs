@@ -25,20 +25,9 @@ pub(crate) fn encode_action(spec: &ActionSpec, action: Tensor<2>) -> Tensor<2> {
     );
     match spec {
         ActionSpec::Discrete { n } => action.reshape([b]).one_hot::<2>(*n),
-        ActionSpec::Continuous { low, high } => {
+        ActionSpec::Continuous { .. } => {
             let device = action.device();
-            let (scale, shift): (Vec<f32>, Vec<f32>) = low
-                .iter()
-                .zip(high)
-                .map(|(&l, &h)| {
-                    let range = h - l;
-                    if range.is_finite() && range > 0.0 {
-                        (2.0 / range, -1.0 - 2.0 * l / range)
-                    } else {
-                        (1.0, 0.0)
-                    }
-                })
-                .unzip();
+            let (scale, shift) = spec.unit_box_affine();
             action * row(scale, &device) + row(shift, &device)
         }
     }

@@ -92,6 +92,23 @@ pub enum ActionSpec {
 }
 
 impl ActionSpec {
+    /// Per-dimension `(scale, shift)` that map a continuous action from `[low, high]` to
+    /// `[-1, 1]` as `a * scale + shift` (identity where a bound is infinite); empty for
+    /// discrete actions.
+    pub fn unit_box_affine(&self) -> (Vec<f32>, Vec<f32>) {
+        match self {
+            Self::Discrete { .. } => (Vec::new(), Vec::new()),
+            Self::Continuous { low, high } => low
+                .iter()
+                .zip(high)
+                .map(|(&l, &h)| {
+                    let range = h - l;
+                    if range.is_finite() && range > 0.0 { (2.0 / range, -1.0 - 2.0 * l / range) } else { (1.0, 0.0) }
+                })
+                .unzip(),
+        }
+    }
+
     /// Width of the raw action tensor: 1 (the index) for discrete, `act_dim` for continuous.
     pub fn raw_width(&self) -> usize {
         match self {

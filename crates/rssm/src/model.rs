@@ -277,19 +277,8 @@ pub fn encode_action(spec: &ActionSpec, action: Tensor<2>) -> Tensor<2> {
                 .expand([n, *k]);
             classes.equal(action.detach().expand([n, *k])).float()
         }
-        ActionSpec::Continuous { low, high } => {
-            let (scale, shift): (Vec<f32>, Vec<f32>) = low
-                .iter()
-                .zip(high)
-                .map(|(&l, &h)| {
-                    let range = h - l;
-                    if range.is_finite() && range > 0.0 {
-                        (2.0 / range, -1.0 - 2.0 * l / range)
-                    } else {
-                        (1.0, 0.0)
-                    }
-                })
-                .unzip();
+        ActionSpec::Continuous { .. } => {
+            let (scale, shift) = spec.unit_box_affine();
             let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, w]), &device);
             action * row(scale) + row(shift)
         }
