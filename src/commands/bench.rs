@@ -102,10 +102,10 @@ fn cpu_threads() -> usize {
 
 pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
     use wm_models::{CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, Normalizer};
-    use wm_replay::{ReplayBuffer, SequenceMode};
+    use wm_replay::ReplayBuffer;
     use wm_rssm::{LatentConfig, RssmConfig};
     use wm_train::ModelConfig;
-    use wm_train::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
+    use wm_train::data::{all_transitions, collect_episodes, model_spec, replay_spec};
 
     anyhow::ensure!(args.batch > 0 && args.hidden > 0 && args.steps > 0 && args.seq_len > 0, "--batch, --hidden, --seq-len and --steps must be positive");
     let hidden = vec![args.hidden, args.hidden];
@@ -130,6 +130,8 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
     let data = all_transitions(&buffer, usize::MAX);
     let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
     let mut model = config.init(&model_spec(env.as_ref()), normalizer, &device);
+    // The configs' learning rates: 1e-3 for the one-step models and the RSSM alike.
+    let learning_rate = 1e-3;
     let mut optimizer = burn::optim::AdamConfig::new().with_epsilon(1e-8).init();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
 
@@ -137,22 +139,9 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
     for step_idx in 0..args.warmup + args.steps {
         let start = Instant::now();
         // Sampling and host-to-device copies are part of a real update, so they are timed too.
-        let loss = match model {
-            wm_train::AnyModel::Transition(inner) => {
-                let batch = buffer.sample_transitions(&mut rng, args.batch)?;
-                let batch = to_tensors(&batch, 0..batch.batch_size, &device);
-                let (updated, loss, _) = wm_train::update_step(inner, &mut optimizer, &batch, 1e-3, 100.0);
-                model = wm_train::AnyModel::Transition(updated);
-                loss
-            }
-            wm_train::AnyModel::Rssm(inner) => {
-                let batch = buffer.sample_sequences(&mut rng, args.batch, args.seq_len, SequenceMode::Straddle)?;
-                let batch = wm_train::trainer::sequence_tensors(&batch, &device);
-                let (updated, loss) = wm_rssm::update_step(inner, &mut optimizer, &batch, 3e-4, 100.0);
-                model = wm_train::AnyModel::Rssm(updated);
-                loss
-            }
-        };
+        let optim = wm_train::config::OptimConfig { lr: learning_rate, batch_size: args.batch, grad_clip: 100.0, eps: 1e-8, seq_len: args.seq_len };
+        let (updated, loss, _) = wm_train::trainer::update_from_replay(model, &mut optimizer, &buffer, &mut rng, &optim, &device)?;
+        model = updated;
         // Reading the loss back waits for the device, so asynchronous backends are timed fully.
         let _ = loss.total.into_scalar::<f32>();
         if step_idx >= args.warmup {

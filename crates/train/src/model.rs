@@ -26,10 +26,7 @@ impl ModelConfig {
     /// `rssm_gaussian` or `rssm_categorical`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Rssm(config) => match config.latent {
-                LatentConfig::Gaussian { .. } => "rssm_gaussian",
-                LatentConfig::Categorical { .. } => "rssm_categorical",
-            },
+            Self::Rssm(config) => rssm_kind(&config.latent),
             other => other.transition().expect("non-RSSM configs are transition models").kind(),
         }
     }
@@ -59,6 +56,13 @@ impl ModelConfig {
     }
 }
 
+fn rssm_kind(latent: &LatentConfig) -> &'static str {
+    match latent {
+        LatentConfig::Gaussian { .. } => "rssm_gaussian",
+        LatentConfig::Categorical { .. } => "rssm_categorical",
+    }
+}
+
 /// A model being trained or evaluated.
 #[derive(Module, Debug)]
 pub enum AnyModel {
@@ -73,10 +77,7 @@ impl AnyModel {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Transition(model) => model.kind(),
-            Self::Rssm(model) => match model.config().latent {
-                LatentConfig::Gaussian { .. } => "rssm_gaussian",
-                LatentConfig::Categorical { .. } => "rssm_categorical",
-            },
+            Self::Rssm(model) => rssm_kind(&model.config().latent),
         }
     }
 

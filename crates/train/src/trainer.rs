@@ -190,7 +190,7 @@ pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, An
     let update = checkpoint.meta.update;
     let model = restore_model(&config, &checkpoint, device, &run)?;
     let env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
-    let (eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), replay_spec(env.as_ref()), config.data.eval_steps * 2 + 1000, LoadMode::Strict)?;
+    let (eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), replay_spec(env.as_ref()), eval_capacity(&config), LoadMode::Strict)?;
     Ok((config, model, eval_buffer, update))
 }
 
@@ -229,8 +229,7 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
     let mut env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
     let spec = replay_spec(env.as_ref());
     let (mut train_buffer, _) = ReplayBuffer::open(run.train_replay(), spec.clone(), config.data.replay_capacity, LoadMode::Strict)?;
-    let eval_capacity = config.data.eval_steps * 2 + 1000;
-    let (mut eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), spec, eval_capacity, LoadMode::Strict)?;
+    let (mut eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), spec, eval_capacity(&config), LoadMode::Strict)?;
     // The prefill is collected here, in order and seeded, before the rollout workers start; a
     // resumed run finds it in the replay file (and completes it if it was stopped while
     // prefilling).
@@ -334,6 +333,41 @@ pub fn update_step(
     (optimizer.step(lr, model, grads), loss, grad_norm)
 }
 
+/// One update of any model from a batch sampled out of `replay`: transitions for the one-step
+/// models, sequences for the RSSM. Returns the updated model, the loss and the gradient norm
+/// before clipping. This is the step `wm train` runs and `wm bench update` times.
+pub fn update_from_replay(
+    model: AnyModel,
+    optimizer: &mut ModuleOptimizer,
+    replay: &ReplayBuffer,
+    rng: &mut ChaCha8Rng,
+    optim: &crate::config::OptimConfig,
+    device: &Device,
+) -> Result<(AnyModel, LossOutput, f32), TrainError> {
+    Ok(match model {
+        AnyModel::Transition(model) => {
+            let batch = replay.sample_transitions(rng, optim.batch_size)?;
+            let batch = to_tensors(&batch, 0..batch.batch_size, device);
+            let (model, loss, grad_norm) = update_step(model, optimizer, &batch, optim.lr, optim.grad_clip);
+            (AnyModel::Transition(model), loss, grad_norm)
+        }
+        AnyModel::Rssm(model) => {
+            // Straddling sequences (is_first marks each episode start) so that short episodes,
+            // like random CartPole ones, still fill `seq_len` steps.
+            let batch = replay.sample_sequences(rng, optim.batch_size, optim.seq_len, SequenceMode::Straddle)?;
+            let batch = sequence_tensors(&batch, device);
+            let (model, loss) = wm_rssm::update_step(model, optimizer, &batch, optim.lr, optim.grad_clip);
+            let grad_norm = loss.metrics.get("grad_norm").copied().unwrap_or(f64::NAN) as f32;
+            (AnyModel::Rssm(model), loss, grad_norm)
+        }
+    })
+}
+
+/// Capacity of the held-out replay: room for the configured episodes and their overshoot.
+fn eval_capacity(config: &TrainConfig) -> usize {
+    config.data.eval_steps * 2 + 1000
+}
+
 /// A replay sequence batch as tensors on `device`.
 pub fn sequence_tensors(batch: &SequenceBatch, device: &Device) -> wm_rssm::SequenceTensors {
     wm_rssm::SequenceTensors::from_host(
@@ -401,23 +435,8 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         Ended::Done
     } else {
         let (ended, stats) = pipeline::run(&setup, &mut train_buffer, &weights, &options.interrupt, |replay, stats| {
-            let (model, loss, grad_norm) = match learner.model.clone() {
-                AnyModel::Transition(model) => {
-                    let batch = replay.sample_transitions(&mut learner.rng, config.optim.batch_size)?;
-                    let batch = to_tensors(&batch, 0..batch.batch_size, &training_device);
-                    let (model, loss, grad_norm) = update_step(model, &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
-                    (AnyModel::Transition(model), loss, grad_norm)
-                }
-                AnyModel::Rssm(model) => {
-                    // Straddling sequences (is_first marks each episode start) so that short
-                    // episodes, like random CartPole ones, still fill `seq_len` steps.
-                    let batch = replay.sample_sequences(&mut learner.rng, config.optim.batch_size, config.optim.seq_len, SequenceMode::Straddle)?;
-                    let batch = sequence_tensors(&batch, &training_device);
-                    let (model, loss) = wm_rssm::update_step(model, &mut learner.optimizer, &batch, config.optim.lr, config.optim.grad_clip);
-                    let grad_norm = loss.metrics.get("grad_norm").copied().unwrap_or(f64::NAN) as f32;
-                    (AnyModel::Rssm(model), loss, grad_norm)
-                }
-            };
+            let (model, loss, grad_norm) =
+                update_from_replay(learner.model.clone(), &mut learner.optimizer, replay, &mut learner.rng, &config.optim, &training_device)?;
             learner.model = model;
             learner.update += 1;
             let update = learner.update;
