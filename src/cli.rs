@@ -90,6 +90,44 @@ pub enum BenchCommand {
     /// single-threaded collect-then-train loop (the lock-step mode), at a learner-bound and a
     /// data-bound replay ratio: environment steps/s, updates/s, learner busy fraction.
     Pipeline(BenchPipelineArgs),
+    /// Closed-loop control over several seeds: trains each seed with a config whose acting
+    /// policy is a planner or the actor, reads its evaluation returns against environment
+    /// steps, and writes a Markdown table, solve.json and a PNG of the curves with their spread
+    /// (solve.md, solve.json, solve.png under --out).
+    Solve(BenchSolveArgs),
+}
+
+/// Arguments of `wm bench solve`.
+#[derive(Debug, Args)]
+pub struct BenchSolveArgs {
+    /// `pendulum` or `cartpole`: its default closed-loop config (configs/{env}_cvae_cem.ron)
+    /// and the planning issue's target (-200 within 3,000 steps; 500 within 2,000 steps).
+    #[arg(long, required_unless_present = "config")]
+    pub env: Option<String>,
+    /// A closed-loop config instead (needs --target and --budget unless --env names them).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Number of seeds.
+    #[arg(long, default_value_t = 5)]
+    pub seeds: u64,
+    /// The first seed (seeds are consecutive).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Override a config field, as in `wm train` (repeatable).
+    #[arg(long, value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// The target mean evaluation return.
+    #[arg(long)]
+    pub target: Option<f64>,
+    /// The environment-step budget for reaching the target.
+    #[arg(long)]
+    pub budget: Option<u64>,
+    /// Folder for the runs and the results (a subfolder per invocation).
+    #[arg(long, default_value = "runs/solve", value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// Learner device, as in `wm train`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Arguments of `wm bench pipeline`.

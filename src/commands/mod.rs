@@ -3,6 +3,7 @@
 mod bench;
 mod device;
 mod env;
+mod solve;
 mod train;
 
 use crate::cli::{BenchCommand, Cli, Command, EnvCommand};
@@ -15,6 +16,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
         Command::Bench(BenchCommand::Update(args)) => bench::update(&args),
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args),
+        Command::Bench(BenchCommand::Solve(args)) => solve::solve(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Plot(args) => train::plot(&args),

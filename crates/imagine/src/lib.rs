@@ -334,6 +334,39 @@ pub trait WorldModel {
     /// Batch size `B` of a state.
     fn batch_size(&self, state: &Self::State) -> usize;
 
+    /// Width `F` of [`WorldModel::features`].
+    fn feature_dim(&self) -> usize {
+        self.obs_dim()
+    }
+
+    /// What a policy or a value network reads of a state: the model's normalised observation
+    /// for the one-step models, `[h, z]` for the RSSM. The default is
+    /// [`WorldModel::observation`].
+    ///
+    /// # Shapes
+    /// - returns `[B, F]`
+    fn features(&self, state: &Self::State) -> Tensor<2> {
+        self.observation(state)
+    }
+
+    /// The latent state at **every** step of the context's history, row `b * T + t` for step
+    /// `t` of sequence `b` (the current observation alone, `T = 1`, without a history):
+    /// Dreamer starts imagination from all posterior states of a replayed batch. The default
+    /// starts from each observation on its own (right for models whose state is the
+    /// observation); the RSSM filters the whole history.
+    ///
+    /// # Shapes
+    /// - `context`: batch `B`, history length `T`; returns a state of batch `B * T`
+    fn start_every_step(&self, context: &Context, sample: bool) -> Self::State {
+        match context.history() {
+            Some(history) => {
+                let [b, t, o] = history.obs.dims();
+                self.start(&Context::new(history.obs.clone().reshape([b * t, o])), sample)
+            }
+            None => self.start(context, sample),
+        }
+    }
+
     /// Tiles each row `times` times, row-major: row `b` becomes rows
     /// `b * times .. (b + 1) * times`.
     ///

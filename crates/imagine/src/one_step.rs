@@ -80,6 +80,12 @@ macro_rules! one_step_world_model {
                 state.dims()[0]
             }
 
+            /// The observation normalised with the model's own normaliser (zero mean, unit
+            /// variance on its training data).
+            fn features(&self, state: &Tensor<2>) -> Tensor<2> {
+                self.normalizer().normalize_obs_tensor(state.clone())
+            }
+
             fn repeat(&self, state: &Tensor<2>, times: usize) -> Tensor<2> {
                 repeat_rows(state.clone(), times)
             }

@@ -120,6 +120,28 @@ impl WorldModel for Rssm {
         state.batch_size()
     }
 
+    fn feature_dim(&self) -> usize {
+        self.config().deter + self.stoch_width()
+    }
+
+    /// `[h, z]`, as the RSSM's own heads read it.
+    fn features(&self, state: &RssmState) -> Tensor<2> {
+        state.features()
+    }
+
+    /// The posterior states of [`Rssm::observe`] over the whole history, flattened.
+    fn start_every_step(&self, context: &Context, sample: bool) -> RssmState {
+        match context.history() {
+            Some(h) => {
+                let out = self.observe(h.obs.clone(), h.action.clone(), h.is_first.clone(), None, sample);
+                let [b, t, d] = out.deter.dims();
+                let s = out.stoch.dims()[2];
+                RssmState { deter: out.deter.reshape([b * t, d]), stoch: out.stoch.reshape([b * t, s]) }
+            }
+            None => WorldModel::start(self, context, sample),
+        }
+    }
+
     fn repeat(&self, state: &RssmState, times: usize) -> RssmState {
         RssmState {
             deter: repeat_rows(state.deter.clone(), times),

@@ -62,6 +62,10 @@ pub enum CollectPolicy {
     Random,
     /// Model-predictive control over the newest published model: `Planner((kind: Cem))`.
     Planner(wm_plan::PlannerConfig),
+    /// A Dreamer-style actor trained in imagination with its critic, beside the world model
+    /// (one actor-critic update per world-model update): `Actor((horizon: 15))`. Workers
+    /// sample its policy; evaluation episodes take its mode.
+    Actor(wm_agent::ActorCriticConfig),
 }
 
 /// How much data to collect, and how.
@@ -294,6 +298,11 @@ impl TrainConfig {
         }
         if self.eval.iwae_samples.is_empty() || self.eval.iwae_samples.contains(&0) {
             return fail("eval.iwae_samples", format!("must be a non-empty list of positive counts, got {:?}", self.eval.iwae_samples));
+        }
+        if let CollectPolicy::Actor(agent) = &self.data.policy
+            && let Err((field, message)) = agent.check()
+        {
+            return fail(&format!("data.policy.Actor.{field}"), message);
         }
         if self.eval.horizons.is_empty() || self.eval.horizons.contains(&0) {
             return fail("eval.horizons", format!("must be a non-empty list of positive horizons, got {:?}", self.eval.horizons));

@@ -15,6 +15,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plot;
 pub mod run;
+pub mod solve;
 pub mod tensorboard;
 pub mod trainer;
 

@@ -59,6 +59,8 @@ pub struct PublishedWeights {
     pub version: u64,
     /// The model without autodiff, for acting; `None` before the first publication.
     pub model: Option<AnyModel>,
+    /// The actor network without autodiff, when the acting policy is the actor-critic's.
+    pub actor: Option<wm_agent::Actor>,
 }
 
 /// The newest published weights; readers never block the learner for longer than a pointer swap.
@@ -67,14 +69,14 @@ pub struct WeightsSlot(RwLock<Arc<PublishedWeights>>);
 
 impl Default for WeightsSlot {
     fn default() -> Self {
-        Self(RwLock::new(Arc::new(PublishedWeights { version: 0, model: None })))
+        Self(RwLock::new(Arc::new(PublishedWeights { version: 0, model: None, actor: None })))
     }
 }
 
 impl WeightsSlot {
-    /// Replaces the published weights.
-    pub fn publish(&self, version: u64, model: AnyModel) {
-        let weights = Arc::new(PublishedWeights { version, model: Some(model) });
+    /// Replaces the published weights (the model, and the actor network when there is one).
+    pub fn publish(&self, version: u64, model: AnyModel, actor: Option<wm_agent::Actor>) {
+        let weights = Arc::new(PublishedWeights { version, model: Some(model), actor });
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = weights;
     }
 
@@ -342,7 +344,7 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
     let setup = &context.setup;
     let mut env = (setup.env_factory)(context.worker).map_err(|e| e.to_string())?;
     let seed = worker_seed(setup.seed, context.worker, setup.start_inserted);
-    let mut actor = Actor::new(&setup.policy, setup.replay_spec.obs_dim, env.action_space(), seed, setup.acting_device.clone());
+    let mut actor = Actor::new(&setup.policy, setup.replay_spec.obs_dim, env.action_space(), seed, setup.acting_device.clone(), true);
     let mut reset_seed = Some(seed);
     loop {
         if let Some(permits) = &context.permits
@@ -363,7 +365,7 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
             if context.permits.is_none() && !context.limiter.wait_worker() {
                 return Ok(());
             }
-            let action = actor.act(weights.model.as_ref());
+            let action = actor.act(weights.model.as_ref(), weights.actor.as_ref());
             let step = env.step(&action).map_err(|e| e.to_string())?;
             actor.observe(&action, &step.obs);
             episode.push(&action.to_f32_vec(), step.reward as f32, &step.obs).map_err(|e| e.to_string())?;

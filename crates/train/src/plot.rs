@@ -27,6 +27,15 @@ pub struct PlotError {
     pub message: String,
 }
 
+/// Registers the embedded font as `sans-serif` (once per process).
+pub fn register_font() {
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        // Registering the embedded font cannot fail for a valid TTF; a failure shows as missing labels.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
 /// Draws `model` (and `compare`, if given) against the `n_episodes` longest held-out episodes,
 /// at most `horizon` imagined steps each, to a PNG at `path`. Returns the image size.
 pub fn plot_open_loop(
@@ -39,11 +48,7 @@ pub fn plot_open_loop(
     device: &wm_backend::Device,
 ) -> Result<(u32, u32), PlotError> {
     let fail = |message: String| PlotError { path: path.display().to_string(), message };
-    static FONT: std::sync::Once = std::sync::Once::new();
-    FONT.call_once(|| {
-        // Registering the embedded font cannot fail for a valid TTF; a failure shows as missing labels.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
+    register_font();
     let spec = buffer.spec();
     let (o, a) = (spec.obs_dim, spec.action_width());
     let mut episodes: Vec<&Episode> = buffer.episodes().filter(|e| e.len() >= CONTEXT_STEPS).collect();

@@ -41,6 +41,10 @@ impl RunFolder {
     pub fn checkpoint(&self) -> PathBuf {
         crate::checkpoint::checkpoint_path(&self.dir)
     }
+    /// The actor-critic's checkpoint (runs whose acting policy is the actor).
+    pub fn agent_checkpoint(&self) -> PathBuf {
+        self.dir.join("agent.wmck")
+    }
     /// The training episodes.
     pub fn train_replay(&self) -> PathBuf {
         self.dir.join("replay_train.wmrb")

@@ -16,10 +16,12 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wm_backend::{Device, DeviceSpec};
 use wm_models::{AnyTransitionModel, LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionTensors};
+use wm_agent::{ActorCritic, AgentBytes};
+use wm_imagine::{Context, WorldModel};
 use wm_replay::{LoadMode, ReplayBuffer, SequenceBatch, SequenceMode};
 
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
-use crate::config::TrainConfig;
+use crate::config::{CollectPolicy, TrainConfig};
 use crate::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
 use crate::eval::{EvalOptions, EvalReport, evaluate_any};
 use crate::model::AnyModel;
@@ -138,12 +140,14 @@ enum ModelState {
     Rssm { spec: ModelSpec },
 }
 
-/// A model, its optimiser and the sampling RNG: what a checkpoint restores.
+/// A model, its optimiser and the sampling RNG: what a checkpoint restores; and the
+/// actor-critic when the acting policy is the actor.
 struct Learner {
     model: AnyModel,
     optimizer: ModuleOptimizer,
     rng: ChaCha8Rng,
     update: u64,
+    agent: Option<ActorCritic>,
 }
 
 /// Everything a run needs, prepared fresh or from a run folder.
@@ -255,7 +259,11 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
             let data = all_transitions(&train_buffer, usize::MAX);
             let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
             let model = config.model.init(&model_spec(env.as_ref()), normalizer, &training_device);
-            Learner { model, optimizer, rng: ChaCha8Rng::seed_from_u64(config.seed), update: 0 }
+            let agent = match &config.data.policy {
+                CollectPolicy::Actor(agent) => Some(ActorCritic::new(agent, feature_dim(&model), &model_spec(env.as_ref()).action, &training_device)),
+                _ => None,
+            };
+            Learner { model, optimizer, rng: ChaCha8Rng::seed_from_u64(config.seed), update: 0, agent }
         }
         Some(checkpoint) => {
             // The device RNG (reparameterisation noise) cannot be saved; reseeding it from the
@@ -268,7 +276,11 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
                 .map_err(|error| TrainError::Run { run: run.dir.clone(), message: format!("the optimiser state is unreadable: {error:?}") })?;
             let rng = rng_from_json(&checkpoint.meta.rng_state)
                 .ok_or_else(|| TrainError::Run { run: run.dir.clone(), message: "the checkpoint's RNG state is unreadable".into() })?;
-            Learner { model, optimizer, rng, update: checkpoint.meta.update }
+            let agent = match &config.data.policy {
+                CollectPolicy::Actor(agent) => Some(load_agent(agent, &model, &run, &training_device, checkpoint.meta.update)?),
+                _ => None,
+            };
+            Learner { model, optimizer, rng, update: checkpoint.meta.update, agent }
         }
     };
     Ok(Prepared { config, run, train_buffer, eval_buffer, learner, env_steps })
@@ -286,8 +298,73 @@ fn rng_from_json(value: &serde_json::Value) -> Option<ChaCha8Rng> {
     Some(rng)
 }
 
+/// Width of the features the actor and critic read from `model`'s states.
+fn feature_dim(model: &AnyModel) -> usize {
+    match model {
+        AnyModel::Transition(model) => model.feature_dim(),
+        AnyModel::Rssm(model) => WorldModel::feature_dim(model),
+    }
+}
+
+/// Restores the actor-critic saved beside the model's checkpoint (`agent.wmck`).
+fn load_agent(config: &wm_agent::ActorCriticConfig, model: &AnyModel, run: &RunFolder, device: &Device, update: u64) -> Result<ActorCritic, TrainError> {
+    let path = run.agent_checkpoint();
+    let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
+    let saved = Checkpoint::load(&path)?;
+    if saved.meta.update != update {
+        return Err(run_error(format!("{} is from update {} but the model's checkpoint from update {update}", path.display(), saved.meta.update)));
+    }
+    let bytes = AgentBytes { nets: saved.model_bytes, optimizer: saved.optimizer_bytes, state: saved.meta.model_state.to_string() };
+    let spec = match model {
+        AnyModel::Transition(m) => m.spec().action.clone(),
+        AnyModel::Rssm(m) => m.spec().action.clone(),
+    };
+    ActorCritic::from_bytes(config, feature_dim(model), &spec, device, &bytes).map_err(|error| run_error(format!("{}: {error}", path.display())))
+}
+
+/// Start states for the actor-critic, sampled from the replay on `device` (without autodiff):
+/// about `starts` observations for the one-step models; for the RSSM, every posterior state of
+/// `starts / 16` replayed sequences of 16 steps (Dreamer starts from all posterior states of a
+/// batch).
+fn agent_update(agent: &mut ActorCritic, model: &AnyModel, replay: &ReplayBuffer, rng: &mut ChaCha8Rng, device: &Device) -> Result<std::collections::BTreeMap<String, f64>, TrainError> {
+    let starts = agent.config().starts;
+    Ok(match model {
+        AnyModel::Transition(model) => {
+            let batch = replay.sample_transitions(rng, starts)?;
+            let obs = to_tensors(&batch, 0..batch.batch_size, device).obs;
+            agent.update(model, &obs)
+        }
+        AnyModel::Rssm(model) => {
+            const START_SEQ_LEN: usize = 16;
+            let batch = replay.sample_sequences(rng, starts.div_ceil(START_SEQ_LEN).max(1), START_SEQ_LEN, SequenceMode::Straddle)?;
+            let context = Context::from_sequences(&sequence_tensors(&batch, device));
+            let states = model.start_every_step(&context, true);
+            agent.update(model, &states)
+        }
+    })
+}
+
 fn save_checkpoint(learner: &Learner, run: &RunFolder, config: &TrainConfig, env_steps: u64) -> Result<(), TrainError> {
     let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
+    // The actor-critic first: a kill between the two files leaves a newer agent beside the older
+    // model checkpoint, which `load_agent` reports instead of mixing them.
+    if let Some(agent) = &learner.agent {
+        let bytes = agent.to_bytes().map_err(|e| run_error(format!("serialising the actor-critic: {e}")))?;
+        let checkpoint = Checkpoint {
+            meta: CheckpointMeta {
+                update: learner.update,
+                env_steps,
+                model_kind: "actor_critic".into(),
+                config_ron: config.to_ron(),
+                model_state: serde_json::from_str(&bytes.state).expect("the agent state is JSON"),
+                rng_state: serde_json::Value::Null,
+                writer_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            model_bytes: bytes.nets,
+            optimizer_bytes: bytes.optimizer,
+        };
+        checkpoint.save_atomic(&run.agent_checkpoint())?;
+    }
     let state = match &learner.model {
         AnyModel::Transition(model) => ModelState::Transition {
             spec: model.spec().clone(),
@@ -410,7 +487,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     let mut window_start = (Instant::now(), first_update);
 
     let weights = Arc::new(WeightsSlot::default());
-    weights.publish(learner.update, learner.model.valid());
+    weights.publish(learner.update, learner.model.valid(), learner.agent.as_ref().map(ActorCritic::policy));
     let env_name = config.env.clone();
     let setup = PipelineSetup {
         env_factory: Arc::new(move |_| wm_envs::make(&env_name)),
@@ -440,6 +517,10 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
             learner.model = model;
             learner.update += 1;
             let update = learner.update;
+            let agent_metrics = match &mut learner.agent {
+                Some(agent) => Some(agent_update(agent, &learner.model.valid(), replay, &mut learner.rng, device)?),
+                None => None,
+            };
 
             if should(config.schedule.log_every, update) || update == total_updates {
                 let total = loss.total.clone().into_scalar::<f32>();
@@ -453,6 +534,9 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
                 tensorboard.scalars("loss", terms.iter().map(|(n, v)| (n.as_str(), *v)), update);
                 tensorboard.scalars("train", loss.metrics.iter().map(|(n, v)| (n.as_str(), *v)), update);
                 tensorboard.scalar("train/grad_norm", f64::from(grad_norm), update);
+                if let Some(metrics) = &agent_metrics {
+                    tensorboard.scalars("agent", metrics.iter().map(|(n, v)| (n.as_str(), *v)), update);
+                }
                 log_pipeline(&mut tensorboard, stats, update, &mut window_start);
                 progress.set_message(format!("loss {total:.4}, {} env steps", stats.inserted_steps));
             }
@@ -462,7 +546,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
                 let report = evaluate_any(&learner.model.valid(), &eval_buffer, &periodic, update, device);
                 log_report(&mut tensorboard, &report);
                 if config.eval.policy_episodes > 0 {
-                    let (mean_return, mean_length) = policy_returns(&learner.model.valid(), &config, device)?;
+                    let (mean_return, mean_length) = policy_returns(&learner.model.valid(), learner.agent.as_ref(), &config, device)?;
                     tensorboard.scalar("eval/return", mean_return, stats.inserted_steps);
                     tensorboard.scalar("eval/episode_length", mean_length, stats.inserted_steps);
                     tensorboard.scalar("eval/return_by_update", mean_return, update);
@@ -474,7 +558,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
                 save_checkpoint(&learner, &run, &config, stats.inserted_steps)?;
             }
             if should(config.pipeline.weight_sync_every, update) {
-                weights.publish(update, learner.model.valid());
+                weights.publish(update, learner.model.valid(), learner.agent.as_ref().map(ActorCritic::policy));
             }
             Ok(if update >= total_updates { Control::Stop } else { Control::Continue })
         })?;
@@ -510,7 +594,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     };
     let mut report = evaluate_any(&learner.model.valid(), &eval_buffer, &full, learner.update, device);
     if config.eval.policy_episodes > 0 {
-        let (mean_return, mean_length) = policy_returns(&learner.model.valid(), &config, device)?;
+        let (mean_return, mean_length) = policy_returns(&learner.model.valid(), learner.agent.as_ref(), &config, device)?;
         tensorboard.scalar("eval/return", mean_return, env_steps_now);
         tensorboard.scalar("eval/episode_length", mean_length, env_steps_now);
         (report.policy_return, report.policy_episode_length) = (Some(mean_return), Some(mean_length));
@@ -531,9 +615,10 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
 
 /// Mean return and length of `eval.policy_episodes` real episodes with the acting policy over
 /// `model` (held-out seeds, no exploration).
-fn policy_returns(model: &AnyModel, config: &TrainConfig, device: &Device) -> Result<(f64, f64), TrainError> {
+fn policy_returns(model: &AnyModel, agent: Option<&ActorCritic>, config: &TrainConfig, device: &Device) -> Result<(f64, f64), TrainError> {
     let seed = config.seed.wrapping_add(2 * EVAL_SEED_OFFSET);
-    let results = crate::acting::evaluate_policy(model, &config.env, &config.data.policy, config.eval.policy_episodes, seed, device)
+    let policy_net = agent.map(ActorCritic::policy);
+    let results = crate::acting::evaluate_policy(model, policy_net.as_ref(), &config.env, &config.data.policy, config.eval.policy_episodes, seed, device)
         .map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
     let n = results.len().max(1) as f64;
     Ok((results.iter().map(|r| r.0).sum::<f64>() / n, results.iter().map(|r| r.1 as f64).sum::<f64>() / n))
