@@ -3,7 +3,10 @@
 //! With `inserted` environment steps in replay and `updates` gradient updates done, the error is
 //! `updates - ratio * max(0, inserted - prefill)`. The learner may update while the error is below
 //! `+tolerance` (in updates), the workers may step while it is above `-tolerance`: whoever runs
-//! ahead waits for the other. Both gates read the same counters, so one of them is always open
+//! ahead waits for the other. The workers' gate counts the steps of episodes *sent* (in replay
+//! or still in the channel), so that a learner busy with a long evaluation does not let the
+//! workers fill the channel far past the tolerance; the learner's gate counts the steps in
+//! replay. Once the learner drains the channel the two counts agree, so one gate is always open
 //! (no deadlock) as long as the tolerance is positive. Before `prefill` steps are in replay the
 //! learner waits and the workers run freely: that is the prefill.
 
@@ -18,6 +21,7 @@ pub struct RateLimiter {
     prefill: u64,
     tolerance_updates: f64,
     inserted: AtomicU64,
+    sent: AtomicU64,
     updates: AtomicU64,
     stop: AtomicBool,
     wake: (Mutex<()>, Condvar),
@@ -32,6 +36,7 @@ impl RateLimiter {
             prefill,
             tolerance_updates: (ratio * tolerance_steps as f64).max(1.0),
             inserted: AtomicU64::new(inserted),
+            sent: AtomicU64::new(inserted),
             updates: AtomicU64::new(updates),
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
@@ -40,19 +45,26 @@ impl RateLimiter {
 
     /// Updates minus the updates the inserted data pays for.
     pub fn error(&self) -> f64 {
-        let inserted = self.inserted.load(Ordering::Acquire);
-        let paid = self.ratio * inserted.saturating_sub(self.prefill) as f64;
+        self.error_at(self.inserted.load(Ordering::Acquire))
+    }
+
+    fn error_at(&self, steps: u64) -> f64 {
+        let paid = self.ratio * steps.saturating_sub(self.prefill) as f64;
         self.updates.load(Ordering::Acquire) as f64 - paid
     }
 
-    /// Whether the learner may do one more update now.
     pub fn learner_may_update(&self) -> bool {
         self.inserted.load(Ordering::Acquire) >= self.prefill && self.error() + 1.0 <= self.tolerance_updates
     }
 
     /// Whether the workers may take another environment step now.
     pub fn worker_may_step(&self) -> bool {
-        self.error() > -self.tolerance_updates
+        self.error_at(self.sent.load(Ordering::Acquire).max(self.inserted.load(Ordering::Acquire))) > -self.tolerance_updates
+    }
+
+    /// Counts the steps of an episode a worker is about to send (before the learner inserts it).
+    pub fn add_sent(&self, steps: u64) {
+        self.sent.fetch_add(steps, Ordering::AcqRel);
     }
 
     /// Counts steps the learner put into replay.
@@ -112,6 +124,21 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_sent_but_not_yet_inserted_hold_the_workers_back() {
+        // ratio 1, tolerance 10 steps: with 50 steps sent and none inserted (a busy learner)
+        // the workers wait, although the replay alone would let them run.
+        let limiter = RateLimiter::new(1.0, 0, 10, 0, 0);
+        limiter.add_sent(50);
+        assert!(!limiter.worker_may_step(), "50 steps sent, 0 updates: 40 past the tolerance");
+        limiter.add_inserted(50);
+        assert!(!limiter.worker_may_step(), "inserting the sent steps does not count them twice");
+        for _ in 0..41 {
+            limiter.add_update();
+        }
+        assert!(limiter.worker_may_step(), "41 updates later the workers are within the tolerance again");
+    }
 
     #[test]
     fn learner_waits_for_prefill_and_workers_run_freely_meanwhile() {

@@ -372,6 +372,7 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
             if step.terminated || step.truncated {
                 let episode = episode.finish(step.terminated, step.truncated).map_err(|e| e.to_string())?;
                 let weights_version = weights.version;
+                context.limiter.add_sent(episode.len() as u64);
                 if context.sender.send(WorkerMessage::Episode { worker: context.worker, episode, weights_version }).is_err() {
                     return Ok(());
                 }
