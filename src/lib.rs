@@ -17,6 +17,7 @@
 //!
 //! See `ARCHITECTURE.md` for the code map and the invariants.
 
+pub use wm_agent as agent;
 pub use wm_backend as backend;
 pub use wm_envs as envs;
 pub use wm_imagine as imagine;
