@@ -12,6 +12,7 @@
 //! - [`imagine`]: the `WorldModel` trait over both and the batched `ModelEnv` for planners.
 //! - [`plan`]: model-predictive control (random shooting, CEM, MPPI) over any `WorldModel`,
 //!   and the true dynamics as a `WorldModel` for testing planners.
+//! - [`agent`]: a Dreamer-style actor-critic learned in imagination over any `WorldModel`.
 //! - [`train`]: configs, the rollout/learner pipeline, evaluation, checkpoints, TensorBoard.
 //! - [`backend`]: run-time device selection (flex CPU by default, libtorch with `tch`).
 //!
