@@ -100,8 +100,9 @@ pub enum BenchCommand {
 /// Arguments of `wm bench solve`.
 #[derive(Debug, Args)]
 pub struct BenchSolveArgs {
-    /// `pendulum` or `cartpole`: its default closed-loop config (configs/{env}_cvae_cem.ron)
-    /// and the planning issue's target (-200 within 3,000 steps; 500 within 2,000 steps).
+    /// `pendulum` or `cartpole`: its default closed-loop config (configs/pendulum_cvae_cem.ron,
+    /// configs/cartpole_cvae_actor.ron) and the planning issue's target (-200 within 3,000
+    /// steps; 500 within 2,000 steps).
     #[arg(long, required_unless_present = "config")]
     pub env: Option<String>,
     /// A closed-loop config instead (needs --target and --budget unless --env names them).
