@@ -201,7 +201,7 @@ impl SolveReport {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))
