@@ -77,14 +77,19 @@ impl FromStr for DeviceSpec {
     type Err = BackendError;
 
     fn from_str(given: &str) -> Result<Self, Self::Err> {
-        let unknown = || BackendError::UnknownDevice { given: given.to_string() };
+        let unknown = || BackendError::UnknownDevice {
+            given: given.to_string(),
+        };
         match given.trim() {
             "cpu" | "flex" => Ok(Self::Cpu),
             "tch-cpu" => Ok(Self::TchCpu),
             "cuda" => Ok(Self::Cuda(0)),
             other => {
                 let index = other.strip_prefix("cuda:").ok_or_else(unknown)?;
-                index.parse::<usize>().map(Self::Cuda).map_err(|_| unknown())
+                index
+                    .parse::<usize>()
+                    .map(Self::Cuda)
+                    .map_err(|_| unknown())
             }
         }
     }
@@ -121,7 +126,10 @@ impl DeviceSpec {
 
     #[cfg(not(feature = "tch"))]
     fn init_libtorch(&self) -> Result<Device, BackendError> {
-        Err(BackendError::FeatureMissing { device: self.to_string(), feature: "tch" })
+        Err(BackendError::FeatureMissing {
+            device: self.to_string(),
+            feature: "tch",
+        })
     }
 
     #[cfg(feature = "tch")]
@@ -160,7 +168,9 @@ impl DeviceSpec {
             Ok(value) if value.trim().is_empty() => Ok(None),
             Ok(value) => value.parse().map(Some),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(BackendError::EnvNotUnicode { var: var.to_string() }),
+            Err(std::env::VarError::NotUnicode(_)) => Err(BackendError::EnvNotUnicode {
+                var: var.to_string(),
+            }),
         }
     }
 }
@@ -175,7 +185,8 @@ pub const TEST_DEVICE_VAR: &str = "WM_TEST_DEVICE";
 /// When the variable names no device, or a device this build or machine lacks (a test run that
 /// asked for libtorch must not silently fall back to flex).
 pub fn test_device_spec() -> DeviceSpec {
-    let spec = DeviceSpec::from_env(TEST_DEVICE_VAR).unwrap_or_else(|error| panic!("{TEST_DEVICE_VAR}: {error}"));
+    let spec = DeviceSpec::from_env(TEST_DEVICE_VAR)
+        .unwrap_or_else(|error| panic!("{TEST_DEVICE_VAR}: {error}"));
     let spec = spec.unwrap_or_default();
     if let Err(error) = spec.init() {
         panic!("{TEST_DEVICE_VAR}={spec}: {error}");
@@ -195,7 +206,8 @@ pub fn test_device_spec() -> DeviceSpec {
 /// As [`test_device_spec`].
 pub fn test_device() -> Device {
     let spec = test_device_spec();
-    spec.init().unwrap_or_else(|error| panic!("{TEST_DEVICE_VAR}={spec}: {error}"))
+    spec.init()
+        .unwrap_or_else(|error| panic!("{TEST_DEVICE_VAR}={spec}: {error}"))
 }
 
 impl DeviceSpec {
@@ -229,7 +241,11 @@ impl DeviceSpec {
 
 /// The devices this build can create, for `--help` texts and error messages.
 pub fn compiled_devices() -> &'static [&'static str] {
-    if cfg!(feature = "tch") { &["cpu", "tch-cpu", "cuda[:N]"] } else { &["cpu"] }
+    if cfg!(feature = "tch") {
+        &["cpu", "tch-cpu", "cuda[:N]"]
+    } else {
+        &["cpu"]
+    }
 }
 
 #[cfg(test)]
@@ -247,7 +263,12 @@ mod tests {
     #[test]
     fn unknown_device_is_an_error_naming_it() {
         let error = "gpu".parse::<DeviceSpec>().unwrap_err();
-        assert_eq!(error, BackendError::UnknownDevice { given: "gpu".into() });
+        assert_eq!(
+            error,
+            BackendError::UnknownDevice {
+                given: "gpu".into()
+            }
+        );
         assert!(error.to_string().contains("`gpu`"), "{error}");
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
@@ -262,7 +283,10 @@ mod tests {
     #[test]
     fn cpu_device_creates_tensors_and_gradients() {
         use burn::tensor::Tensor;
-        let device = DeviceSpec::Cpu.init().expect("flex is always built in").autodiff();
+        let device = DeviceSpec::Cpu
+            .init()
+            .expect("flex is always built in")
+            .autodiff();
         let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0], &device).require_grad();
         let y = (x.clone() * x.clone()).sum();
         let grads = y.backward();
@@ -281,14 +305,21 @@ mod tests {
         unsafe { std::env::set_var(var, " ") };
         assert_eq!(DeviceSpec::from_env(var), Ok(None));
         unsafe { std::env::set_var(var, "gpu0") };
-        assert_eq!(DeviceSpec::from_env(var), Err(BackendError::UnknownDevice { given: "gpu0".into() }));
+        assert_eq!(
+            DeviceSpec::from_env(var),
+            Err(BackendError::UnknownDevice {
+                given: "gpu0".into()
+            })
+        );
         unsafe { std::env::remove_var(var) };
         assert_eq!(DeviceSpec::from_env(var), Ok(None));
     }
 
     #[test]
     fn test_device_follows_wm_test_device() {
-        let expected = DeviceSpec::from_env(TEST_DEVICE_VAR).expect("a valid WM_TEST_DEVICE").unwrap_or_default();
+        let expected = DeviceSpec::from_env(TEST_DEVICE_VAR)
+            .expect("a valid WM_TEST_DEVICE")
+            .unwrap_or_default();
         assert_eq!(test_device_spec(), expected);
         let device = test_device();
         let x = burn::tensor::Tensor::<1>::from_floats([1.5, -2.0], &device);
@@ -299,7 +330,10 @@ mod tests {
     #[test]
     fn libtorch_cpu_creates_tensors_and_gradients_and_moves_them_to_flex() {
         use burn::tensor::Tensor;
-        let device = DeviceSpec::TchCpu.init().expect("the tch feature is built in").autodiff();
+        let device = DeviceSpec::TchCpu
+            .init()
+            .expect("the tch feature is built in")
+            .autodiff();
         let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0], &device).require_grad();
         let grads = (x.clone() * x.clone()).sum().backward();
         let dx = x.grad(&grads).expect("x requires grad");
@@ -320,6 +354,9 @@ mod tests {
     #[test]
     fn libtorch_devices_need_the_tch_feature() {
         let error = DeviceSpec::Cuda(0).init().unwrap_err();
-        assert!(matches!(error, BackendError::FeatureMissing { feature: "tch", .. }), "{error}");
+        assert!(
+            matches!(error, BackendError::FeatureMissing { feature: "tch", .. }),
+            "{error}"
+        );
     }
 }

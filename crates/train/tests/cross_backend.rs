@@ -27,7 +27,9 @@ const HORIZON: usize = 5;
 const BATCH: usize = 16;
 
 fn config(name: &str, updates: usize) -> TrainConfig {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs")
+        .join(name);
     let mut overrides: Vec<String> = [
         "data.prefill_steps=300",
         "data.eval_steps=200",
@@ -44,8 +46,14 @@ fn config(name: &str, updates: usize) -> TrainConfig {
     overrides.push(format!("schedule.updates={updates}"));
     if name.contains("rssm") {
         overrides.extend(
-            ["model.deter=16", "model.hidden=16", "model.encoder_hidden=[16]", "model.decoder_hidden=[16]", "model.head_hidden=[16]"]
-                .map(String::from),
+            [
+                "model.deter=16",
+                "model.hidden=16",
+                "model.encoder_hidden=[16]",
+                "model.decoder_hidden=[16]",
+                "model.head_hidden=[16]",
+            ]
+            .map(String::from),
         );
         overrides.extend(["optim.batch_size=4", "optim.seq_len=12"].map(String::from));
     } else {
@@ -55,7 +63,12 @@ fn config(name: &str, updates: usize) -> TrainConfig {
 }
 
 fn options(runs: &Path, device: DeviceSpec) -> TrainOptions {
-    TrainOptions { runs_dir: runs.to_path_buf(), device, progress: false, interrupt: Arc::new(AtomicBool::new(false)) }
+    TrainOptions {
+        runs_dir: runs.to_path_buf(),
+        device,
+        progress: false,
+        interrupt: Arc::new(AtomicBool::new(false)),
+    }
 }
 
 /// Predictions of `model` from held-out data: the start state filtered from a short real history
@@ -64,7 +77,14 @@ fn options(runs: &Path, device: DeviceSpec) -> TrainOptions {
 fn predictions(model: &AnyModel, eval: &ReplayBuffer, device: &Device) -> Vec<Vec<f32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let history = 4;
-    let batch = eval.sample_sequences(&mut rng, BATCH, history + HORIZON, SequenceMode::WithinEpisodes).expect("held-out sequences");
+    let batch = eval
+        .sample_sequences(
+            &mut rng,
+            BATCH,
+            history + HORIZON,
+            SequenceMode::WithinEpisodes,
+        )
+        .expect("held-out sequences");
     let tensors = wm_train::trainer::sequence_tensors(&batch, device);
     let [b, _, o] = tensors.obs.dims();
     let a = tensors.action.dims()[2];
@@ -77,7 +97,11 @@ fn predictions(model: &AnyModel, eval: &ReplayBuffer, device: &Device) -> Vec<Ve
     assert_eq!(actions.dims(), [b, HORIZON, a]);
     fn read<S>(rollout: Rollout<S>) -> Vec<Vec<f32>> {
         let [b, h, o] = rollout.obs.dims();
-        vec![host(rollout.obs.reshape([b * h * o])), host(rollout.reward.reshape([b * h])), host(rollout.continue_prob.reshape([b * h]))]
+        vec![
+            host(rollout.obs.reshape([b * h * o])),
+            host(rollout.reward.reshape([b * h])),
+            host(rollout.continue_prob.reshape([b * h])),
+        ]
     }
     match model {
         AnyModel::Transition(model) => {
@@ -88,7 +112,12 @@ fn predictions(model: &AnyModel, eval: &ReplayBuffer, device: &Device) -> Vec<Ve
         }
         AnyModel::Rssm(model) => {
             let start = model.start(&context, false);
-            let mut out = read(WorldModel::imagine(model, &start, ImagineActions::Sequence(actions), false));
+            let mut out = read(WorldModel::imagine(
+                model,
+                &start,
+                ImagineActions::Sequence(actions),
+                false,
+            ));
             out.push(host(model.observation(&start).reshape([b * o])));
             out
         }
@@ -100,36 +129,61 @@ fn host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 }
 
 fn assert_close(what: &str, flex: &[Vec<f32>], tch: &[Vec<f32>]) {
-    let names = ["observations", "rewards", "continue probabilities", "start observations"];
+    let names = [
+        "observations",
+        "rewards",
+        "continue probabilities",
+        "start observations",
+    ];
     assert_eq!(flex.len(), tch.len());
     for ((name, a), b) in names.iter().zip(flex).zip(tch) {
         assert_eq!(a.len(), b.len(), "{what}: {name}");
-        assert!(a.iter().chain(b).all(|v| v.is_finite()), "{what}: {name} not finite");
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs() - REL * x.abs()).fold(f32::NEG_INFINITY, f32::max);
-        assert!(worst <= ABS, "{what}: {name} differ between flex and tch-cpu by up to {worst} (beyond the relative part)");
+        assert!(
+            a.iter().chain(b).all(|v| v.is_finite()),
+            "{what}: {name} not finite"
+        );
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() - REL * x.abs())
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            worst <= ABS,
+            "{what}: {name} differ between flex and tch-cpu by up to {worst} (beyond the relative part)"
+        );
     }
     // The predictions are not trivially equal (say, all zeros).
-    assert!(flex[0].iter().any(|v| v.abs() > 1e-3), "{what}: predictions are all near zero");
+    assert!(
+        flex[0].iter().any(|v| v.abs() > 1e-3),
+        "{what}: predictions are all near zero"
+    );
 }
 
 /// Trains `config_name` on `trained_on`, loads the checkpoint on both backends, compares.
 fn round_trip(config_name: &str, trained_on: DeviceSpec) {
     let runs = tempfile::tempdir().expect("temp dir");
-    let outcome = wm_train::train(config(config_name, 20), &options(runs.path(), trained_on)).expect("training");
+    let outcome = wm_train::train(config(config_name, 20), &options(runs.path(), trained_on))
+        .expect("training");
     assert_eq!(outcome.updates_this_run, 20);
     let flex = Device::flex();
-    let tch = DeviceSpec::TchCpu.init().expect("the tch feature is built in");
+    let tch = DeviceSpec::TchCpu
+        .init()
+        .expect("the tch feature is built in");
     // One loader at a time: each holds the held-out replay file's lock.
     let load = |device: &Device| {
-        let (_, model, eval, update) =
-            wm_train::load_for_eval(&outcome.run.dir, device).unwrap_or_else(|error| panic!("loading on {device:?}: {error}"));
+        let (_, model, eval, update) = wm_train::load_for_eval(&outcome.run.dir, device)
+            .unwrap_or_else(|error| panic!("loading on {device:?}: {error}"));
         assert_eq!(update, 20);
         (model.kind(), predictions(&model, &eval, device))
     };
     let (kind_flex, on_flex) = load(&flex);
     let (kind_tch, on_tch) = load(&tch);
     assert_eq!(kind_flex, kind_tch);
-    assert_close(&format!("{config_name} trained on {trained_on}"), &on_flex, &on_tch);
+    assert_close(
+        &format!("{config_name} trained on {trained_on}"),
+        &on_flex,
+        &on_tch,
+    );
 }
 
 #[test]
@@ -156,11 +210,23 @@ fn rssm_checkpoint_from_tch_cpu_predicts_the_same_on_flex() {
 /// there, and the loss keeps finite.
 #[test]
 fn a_run_resumes_on_the_other_backend() {
-    for (first, second, name) in [(DeviceSpec::Cpu, DeviceSpec::TchCpu, "pendulum_gaussian_mlp.ron"), (DeviceSpec::TchCpu, DeviceSpec::Cpu, "pendulum_rssm.ron")] {
+    for (first, second, name) in [
+        (
+            DeviceSpec::Cpu,
+            DeviceSpec::TchCpu,
+            "pendulum_gaussian_mlp.ron",
+        ),
+        (DeviceSpec::TchCpu, DeviceSpec::Cpu, "pendulum_rssm.ron"),
+    ] {
         let runs = tempfile::tempdir().expect("temp dir");
-        let outcome = wm_train::train(config(name, 20), &options(runs.path(), first)).expect("training");
-        let resumed = wm_train::resume(&outcome.run.dir, &["schedule.updates=30".to_string()], &options(runs.path(), second))
-            .unwrap_or_else(|error| panic!("{name}: resuming a {first} run on {second}: {error}"));
+        let outcome =
+            wm_train::train(config(name, 20), &options(runs.path(), first)).expect("training");
+        let resumed = wm_train::resume(
+            &outcome.run.dir,
+            &["schedule.updates=30".to_string()],
+            &options(runs.path(), second),
+        )
+        .unwrap_or_else(|error| panic!("{name}: resuming a {first} run on {second}: {error}"));
         assert_eq!(resumed.updates_this_run, 10, "{name}");
         let losses: Vec<(i64, f32)> = wm_train::tensorboard::read_scalars(&outcome.run.dir)
             .expect("events")
@@ -171,9 +237,13 @@ fn a_run_resumes_on_the_other_backend() {
         // (tensorboard-rs names event files by the second, so a resume within the same second
         // replaces the first part's file: only the resumed steps are checked.)
         let steps: Vec<i64> = losses.iter().map(|l| l.0).collect();
-        assert!(steps.ends_with(&[25, 30]), "{name}: loss/total steps {steps:?}");
+        assert!(
+            steps.ends_with(&[25, 30]),
+            "{name}: loss/total steps {steps:?}"
+        );
         assert!(losses.iter().all(|l| l.1.is_finite()), "{name}: {losses:?}");
-        let (_, _, _, update) = wm_train::load_for_eval(&outcome.run.dir, &Device::flex()).expect("the resumed checkpoint loads");
+        let (_, _, _, update) = wm_train::load_for_eval(&outcome.run.dir, &Device::flex())
+            .expect("the resumed checkpoint loads");
         assert_eq!(update, 30, "{name}");
     }
 }
