@@ -4,22 +4,49 @@
 # BENCHMARKS.md. Installs the PyTorch it compares with into .venv (scripts/setup-python.sh --bench).
 #   cVAE: batch 256, two hidden layers of 256 (CartPole data)
 #   RSSM: batch 16 x 50, deter 200, hidden 200, Gaussian 30 or categorical 32x32 (Pendulum data)
+# With --tch, `wm` is built with the `tch` feature and every model is also timed with burn on
+# libtorch (`--device tch-cpu`, threads via OMP_NUM_THREADS); MODELS="cvae rssm_gaussian" picks
+# the models.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash scripts/setup-python.sh --bench >/dev/null
-cargo build --release --locked --bin wm 2>/dev/null
+tch=0
+case "${1:-}" in
+  "") ;;
+  --tch) tch=1 ;;
+  *) echo "usage: $0 [--tch]" >&2; exit 2 ;;
+esac
+bash scripts/setup-python.sh --bench >/dev/null 2>&1
+if [[ $tch == 1 ]]; then
+  eval "$(bash scripts/setup-libtorch.sh --print-env 2>/dev/null)"
+  cargo build --release --locked --features tch --bin wm 2>/dev/null
+else
+  cargo build --release --locked --bin wm 2>/dev/null
+fi
+wm="${CARGO_TARGET_DIR:-target}/release/wm"
 CVAE_STEPS=${CVAE_STEPS:-300}
 RSSM_STEPS=${RSSM_STEPS:-30}
+MODELS=${MODELS:-cvae rssm_gaussian rssm_categorical}
+devices="cpu"
+[[ $tch == 1 ]] && devices="cpu tch-cpu"
 row() {
-  python3 -c "import json,sys; r=json.loads(sys.argv[1]); b=f\"{r['batch']}x{r['seq_len']}\" if r.get('seq_len') else str(r['batch']); print(f\"| {r['model']} | {r['implementation']} | {r['threads']} | {b} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} | {r['updates_per_s']:.1f} |\")" "$1"
+  python3 -c "import json,sys; r=json.loads(sys.argv[1]); b=f\"{r['batch']}x{r['seq_len']}\" if r.get('seq_len') else str(r['batch']); impl=r['implementation'] + (' flex' if r['device']=='cpu' and 'burn' in r['implementation'] else '') + (' tch-cpu' if r['device']=='tch-cpu' else ''); print(f\"| {r['model']} | {impl} | {r['threads']} | {b} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} | {r['updates_per_s']:.1f} |\")" "$1"
 }
 echo "| model | implementation | threads | batch | median ms/update | p10 | p90 | updates/s |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for threads in 1 2; do
-  row "$(RAYON_NUM_THREADS=$threads target/release/wm bench update --model cvae --steps "$CVAE_STEPS" --json)"
-  row "$(.venv/bin/python scripts/bench/cvae_torch.py --threads "$threads" --steps "$CVAE_STEPS")"
-  for latent in gaussian categorical; do
-    row "$(RAYON_NUM_THREADS=$threads target/release/wm bench update --model rssm_$latent --batch 16 --seq-len 50 --hidden 200 --warmup 5 --steps "$RSSM_STEPS" --json)"
-    row "$(.venv/bin/python scripts/bench/rssm_torch.py --threads "$threads" --latent $latent --steps "$RSSM_STEPS")"
+  for model in $MODELS; do
+    for device in $devices; do
+      if [[ $model == cvae ]]; then
+        args=(--model cvae --steps "$CVAE_STEPS")
+      else
+        args=(--model "$model" --batch 16 --seq-len 50 --hidden 200 --warmup 5 --steps "$RSSM_STEPS")
+      fi
+      row "$(RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads "$wm" bench update --device "$device" "${args[@]}" --json)"
+    done
+    if [[ $model == cvae ]]; then
+      row "$(.venv/bin/python scripts/bench/cvae_torch.py --threads "$threads" --steps "$CVAE_STEPS")"
+    else
+      row "$(.venv/bin/python scripts/bench/rssm_torch.py --threads "$threads" --latent "${model#rssm_}" --steps "$RSSM_STEPS")"
+    fi
   done
 done

@@ -92,7 +92,7 @@ struct UpdateBenchResult {
     updates_per_s: f64,
 }
 
-/// Worker threads of the CPU backend: `RAYON_NUM_THREADS` when set, else every core.
+/// Host threads: `RAYON_NUM_THREADS` when set, else every core (reported for a GPU device).
 fn cpu_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -154,7 +154,7 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
         implementation: "worldmodel (burn)",
         model: args.model.clone(),
         device: spec.to_string(),
-        threads: cpu_threads(),
+        threads: spec.cpu_threads().unwrap_or_else(cpu_threads),
         batch: args.batch,
         seq_len: config.is_sequence_model().then_some(args.seq_len),
         hidden: args.hidden,

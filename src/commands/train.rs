@@ -12,6 +12,8 @@ use crate::cli::{EvalArgs, PlotArgs, TrainArgs};
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let device: DeviceSpec = args.device.parse()?;
+    // A device this build or machine lacks is an error before anything is written.
+    device.init()?;
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupt);
     // First Ctrl-C: stop at the next safe point with a checkpoint; a second one: exit at once.

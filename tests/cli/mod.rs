@@ -1,4 +1,7 @@
 //! `wm` as a user runs it: output formats, errors and exit codes.
 
+mod device;
 mod env;
+#[cfg(feature = "tch")]
+mod tch;
 mod train;

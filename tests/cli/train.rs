@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use crate::util::{stderr, stdout, wm};
 
 /// Flags that shrink a config to a run of a second or two.
-const TINY: &[&str] = &[
+pub(crate) const TINY: &[&str] = &[
     "--set", "data.prefill_steps=400",
     "--set", "data.eval_steps=150",
     "--set", "schedule.updates=20",
@@ -17,8 +17,8 @@ const TINY: &[&str] = &[
 ];
 
 /// Model sizes that make a run of a second or two: one-step models, and the RSSM.
-const TINY_MLP: &[&str] = &["--set", "model.hidden=[16]"];
-const TINY_RSSM: &[&str] = &[
+pub(crate) const TINY_MLP: &[&str] = &["--set", "model.hidden=[16]"];
+pub(crate) const TINY_RSSM: &[&str] = &[
     "--set", "model.deter=16",
     "--set", "model.hidden=16",
     "--set", "model.encoder_hidden=[16]",
@@ -42,7 +42,7 @@ fn train_tiny(config: &str, runs: &Path) -> PathBuf {
     run
 }
 
-fn config_path(name: &str) -> String {
+pub(crate) fn config_path(name: &str) -> String {
     format!("{}/configs/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 

@@ -71,7 +71,7 @@ mod tests {
         let guard = RNG
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         device.seed(seed);
         (guard, device)
     }
@@ -189,7 +189,7 @@ mod tests {
             },
             7,
         );
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let probes = Tensor::<2>::from_floats([[-1.5], [1.5]], &device);
         let actor = agent.policy();
         let action = host(actor.to_raw(actor.forward(model.features(&probes)).mode()));
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn discrete_actor_learns_to_walk_towards_the_reward() {
         let (model, agent, _gain) = train_on_line(ActionSpec::Discrete { n: 2 }, 11);
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let probes = Tensor::<2>::from_floats([[-1.5], [-0.8], [0.8], [1.5]], &device);
         let actor = agent.policy();
         let action = host(actor.to_raw(actor.forward(model.features(&probes)).mode()));

@@ -252,7 +252,7 @@ mod tests {
     fn gaussian_log_prob_and_entropy_match_the_closed_form() {
         // python: -0.5 * ((0.1 - 0.5) / 0.2) ** 2 - log(0.2) - 0.5 * log(2 * pi) = -1.3095006
         //         0.5 * log(2 * pi * e) + log(0.2) = -0.1904993 (both per dimension)
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let dist = PolicyDist::Normal {
             mean: Tensor::from_floats([[0.5, 0.5]], &device),
             std: Tensor::from_floats([[0.2, 0.2]], &device),
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn categorical_log_prob_entropy_and_samples_agree_with_the_probabilities() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         device.seed(3);
         let probs = [0.7f32, 0.2, 0.1];
         let row: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn actor_outputs_bounded_distributions_and_raw_actions_inside_the_box() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         device.seed(1);
         let spec = ActionSpec::Continuous {
             low: vec![-2.0],

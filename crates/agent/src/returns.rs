@@ -140,7 +140,7 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     fn t2(values: &[f32], shape: [usize; 2]) -> Tensor<2> {
-        Tensor::from_data(TensorData::new(values.to_vec(), shape), &Device::flex())
+        Tensor::from_data(TensorData::new(values.to_vec(), shape), &wm_backend::test_device())
     }
 
     fn host(x: Tensor<2>) -> Vec<f32> {

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn encode_splits_between_the_two_nearest_bins_and_rows_sum_to_one() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         // 5 bins at -2, -1, 0, 1, 2 (symlog units). symlog(e^0.25 - 1) = 0.25 sits a quarter of
         // the way from bin 2 to bin 3; symlog(-(e^1 - 1)) = -1 is bin 1 exactly; 1e9 clamps to 2.
         let two = TwoHot {
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn the_mean_of_the_target_distribution_recovers_the_value() {
         // Logits log(two-hot) put the softmax mass on the two bins, so the mean is the value.
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let two = TwoHot::default();
         let values = [-300.0f32, -1.5, 0.0, 0.7, 42.0];
         let target = two.encode(Tensor::from_data(
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_loss_is_smallest_at_the_target_and_has_the_entropy_of_the_two_hot_there() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let two = TwoHot {
             low: -2.0,
             high: 2.0,

@@ -494,7 +494,6 @@ pub(crate) mod test_util;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Device;
 
     fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
@@ -502,7 +501,7 @@ mod tests {
 
     #[test]
     fn repeat_rows_tiles_each_row_consecutively() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let x = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &device);
         let y = repeat_rows(x, 3);
         assert_eq!(y.dims(), [6, 2], "actual {:?}", y.dims());
@@ -516,7 +515,7 @@ mod tests {
 
     #[test]
     fn context_with_history_takes_the_last_step_as_the_current_observation() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let obs = Tensor::<3>::from_floats(
             [[[1.0, 1.0], [2.0, 2.0]], [[3.0, 3.0], [4.0, 4.0]]],
             &device,
@@ -538,7 +537,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "history shapes")]
     fn context_rejects_a_history_with_mismatched_lengths() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         Context::with_history(
             Tensor::zeros([2, 3, 2], &device),
             Tensor::zeros([2, 2, 1], &device),
@@ -548,7 +547,7 @@ mod tests {
 
     #[test]
     fn discounted_return_counts_rewards_until_termination() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let rollout = Rollout {
             obs: Tensor::<3>::zeros([2, 3, 1], &device),
             reward: Tensor::from_floats([[1.0, 2.0, 4.0], [1.0, 1.0, 1.0]], &device),

@@ -12,7 +12,7 @@ pub fn seeded(seed: u64) -> (std::sync::MutexGuard<'static, ()>, Device) {
     let guard = DEVICE_RNG
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let device = Device::flex();
+    let device = wm_backend::test_device();
     device.seed(seed);
     (guard, device)
 }

@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn history_window_keeps_the_last_steps_and_builds_a_batch_one_context() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let mut w = HistoryWindow::new(3, 2, 1);
         assert!(w.is_empty());
         w.reset(&[0.0, 0.0]);

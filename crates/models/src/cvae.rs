@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn loss_terms_and_weights_have_the_same_names() {
-        let (_rng, device) = test_util::seeded_flex(1);
+        let (_rng, device) = test_util::seeded_device(1);
         let spec = BimodalToy::default().spec();
         let batch = test_util::random_batch(&spec, 8, &device);
         for prior in [PriorKind::Learned, PriorKind::Standard] {
@@ -526,7 +526,7 @@ mod tests {
     /// posterior gets a KL gradient.
     #[test]
     fn free_bits_zero_the_kl_gradient_below_the_threshold() {
-        let (_rng, device) = test_util::seeded_flex(2);
+        let (_rng, device) = test_util::seeded_device(2);
         let device = device.autodiff();
         let spec = BimodalToy::default().spec();
         let batch = test_util::random_batch(&spec, 16, &device);
@@ -573,7 +573,7 @@ mod tests {
     #[test]
     fn iwae_bound_increases_with_samples_and_k1_equals_the_elbo() {
         let toy = BimodalToy::default();
-        let (_rng, device) = test_util::seeded_flex(4);
+        let (_rng, device) = test_util::seeded_device(4);
         let device = device.autodiff();
         let mut rng = test_util::rng(4);
         let config = CvaeConfig {
@@ -615,7 +615,7 @@ mod tests {
     #[test]
     fn cvae_iwae_reaches_the_true_conditional_entropy_on_a_linear_gaussian_toy() {
         let toy = LinearGaussianToy::default();
-        let (_rng, device) = test_util::seeded_flex(8);
+        let (_rng, device) = test_util::seeded_device(8);
         let device = device.autodiff();
         let mut rng = test_util::rng(2);
         let config = CvaeConfig {
@@ -656,7 +656,7 @@ mod tests {
     #[test]
     fn cvae_captures_a_bimodal_transition_that_the_baselines_blur() {
         let toy = BimodalToy::default();
-        let (_rng, device) = test_util::seeded_flex(12);
+        let (_rng, device) = test_util::seeded_device(12);
         let device = device.autodiff();
         let mut rng = test_util::rng(12);
         let normalizer = toy.normalizer(&mut rng);

@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn residual_std_fit_recovers_the_noise_level_of_a_linear_gaussian_toy() {
         let toy = LinearGaussianToy::default();
-        let (_rng, device) = test_util::seeded_flex(3);
+        let (_rng, device) = test_util::seeded_device(3);
         let device = device.autodiff();
         let mut rng = test_util::rng(5);
         let normalizer = toy.normalizer(&mut rng);

@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn gaussian_log_density_matches_python_golden_values() {
-        let d = Device::flex();
+        let d = wm_backend::test_device();
         let lp = gaussian_log_prob_sum(t2(&X, &d), t2(&MEAN, &d), t2(&LOG_STD, &d));
         assert_eq!(lp.dims(), [3], "actual shape {:?}", lp.dims());
         assert_close(&vec1(lp), &GOLDEN_LOG_DENSITY, 1e-5, "log density");
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn diagonal_gaussian_kl_matches_python_golden_values() {
-        let d = Device::flex();
+        let d = wm_backend::test_device();
         let kl = kl_diag_gaussian(t2(&MQ, &d), t2(&LQ, &d), t2(&MP, &d), t2(&LP, &d));
         assert_close(&vec1(kl), &GOLDEN_KL, 1e-5, "kl");
         // The standard-normal special case agrees with the general formula on the rows whose
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn log_density_of_noise_equals_log_density_of_the_sample() {
-        let (_rng, d) = test_util::seeded_flex(3);
+        let (_rng, d) = test_util::seeded_device(3);
         let mean = Tensor::<2>::random([64, 5], Distribution::Normal(0.0, 1.0), &d);
         let log_std = Tensor::<2>::random([64, 5], Distribution::Uniform(-2.0, 1.0), &d);
         let eps = Tensor::<2>::random([64, 5], Distribution::Normal(0.0, 1.0), &d);
@@ -290,7 +290,7 @@ mod tests {
     /// errors of the sample mean over 200k draws.
     #[test]
     fn analytic_kl_agrees_with_a_monte_carlo_estimate() {
-        let (_rng, d) = test_util::seeded_flex(11);
+        let (_rng, d) = test_util::seeded_device(11);
         let n = 200_000;
         let row = |v: [f32; 3]| {
             Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, 3]), &d).repeat_dim(0, n)
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn soft_log_std_bound_stays_within_bounds_for_extreme_inputs() {
-        let d = Device::flex();
+        let d = wm_backend::test_device();
         let raw =
             Tensor::<1>::from_floats([-1e30, -1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4, 1e30], &d);
         let (lo, hi) = (-5.0, 2.0);
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn bce_with_logits_is_stable_and_matches_the_naive_form() {
-        let d = Device::flex();
+        let d = wm_backend::test_device();
         let logits = [-100.0f32, -3.0, 0.0, 2.5, 100.0];
         let targets = [0.0f32, 1.0, 1.0, 0.0, 1.0];
         let got = vec1(bce_with_logits(
@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn logsumexp_is_stable_for_large_values() {
-        let d = Device::flex();
+        let d = wm_backend::test_device();
         let x = Tensor::<2>::from_floats([[1000.0, -1000.0], [1000.0, -1001.0]], &d);
         let got = vec1(logsumexp_dim0(x));
         let expected = [1000.0 + 2f64.ln(), -1000.0 + (1.0 + (-1.0f64).exp()).ln()];

@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn gaussian_mlp_reaches_the_true_conditional_entropy_on_a_linear_gaussian_toy() {
         let toy = LinearGaussianToy::default();
-        let (_rng, device) = test_util::seeded_flex(7);
+        let (_rng, device) = test_util::seeded_device(7);
         let device = device.autodiff();
         let config = GaussianMlpConfig {
             hidden: vec![64, 64],

@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn clipping_scales_the_global_norm_to_the_limit_and_keeps_direction() {
-        let device = wm_backend::DeviceSpec::Cpu.init().expect("flex").autodiff();
+        let device = wm_backend::test_device().autodiff();
         device.seed(0);
         let layer: Linear = LinearConfig::new(3, 2).init(&device);
         let input = Tensor::<2>::from_floats([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]], &device);
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn small_gradients_are_left_alone() {
-        let device = wm_backend::DeviceSpec::Cpu.init().expect("flex").autodiff();
+        let device = wm_backend::test_device().autodiff();
         let layer: Linear = LinearConfig::new(2, 1).init(&device);
         let loss = layer.forward(Tensor::<2>::from_floats([[0.01, 0.01]], &device)).sum().mul_scalar(0.001);
         let mut grads = GradientsParams::from_grads(loss.backward(), &layer);

@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn discrete_actions_are_one_hot_encoded() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let a = Tensor::<2>::from_floats([[2.0], [0.0], [1.0]], &device);
         let enc = encode_action(&ActionSpec::Discrete { n: 3 }, a);
         assert_eq!(enc.dims(), [3, 3], "actual shape {:?}", enc.dims());
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn continuous_actions_are_rescaled_to_the_unit_box() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let spec = ActionSpec::Continuous {
             low: vec![-2.0, 0.0, f32::NEG_INFINITY],
             high: vec![2.0, 10.0, f32::INFINITY],
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "action shape [3, 2]")]
     fn a_wrong_action_width_panics_with_the_actual_shape() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let _ = encode_action(
             &ActionSpec::Discrete { n: 3 },
             Tensor::<2>::zeros([3, 2], &device),
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "must have the same names")]
     fn loss_assembly_rejects_a_term_without_a_weight() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let one = || Tensor::<1>::ones([1], &device);
         let _ = assemble_loss(
             vec![("recon", one()), ("kl", one())],

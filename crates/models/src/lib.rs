@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn from_host_builds_the_documented_shapes() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let b = TransitionTensors::from_host(
             &[0.0; 6], &[1.0; 2], &[0.0; 6], &[0.0; 2], &[0.0; 2], 2, 3, 1, &device,
         );
@@ -498,13 +498,13 @@ mod tests {
             2,
             3,
             1,
-            &Device::flex(),
+            &wm_backend::test_device(),
         );
     }
 
     #[test]
     fn every_model_kind_builds_predicts_the_documented_shapes_and_round_trips_its_record() {
-        let (_rng, device) = test_util::seeded_flex(5);
+        let (_rng, device) = test_util::seeded_device(5);
         let spec = ModelSpec {
             obs_dim: 3,
             action: ActionSpec::Discrete { n: 4 },
@@ -598,7 +598,7 @@ mod tests {
     #[test]
     fn every_model_takes_an_optimiser_step_with_discrete_actions_on_an_autodiff_device() {
         use burn::optim::{AdamConfig, GradientsParams};
-        let (_rng, plain) = test_util::seeded_flex(6);
+        let (_rng, plain) = test_util::seeded_device(6);
         let device = plain.autodiff();
         let spec = ModelSpec {
             obs_dim: 2,

@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn mlp_maps_input_width_to_output_width_and_is_affine_without_hidden_layers() {
-        let (_rng, device) = test_util::seeded_flex(1);
+        let (_rng, device) = test_util::seeded_device(1);
         let mlp = MlpConfig::new(3, vec![8, 5], 2).init(&device);
         assert_eq!(mlp.layers.len(), 3);
         let y = mlp.forward(Tensor::<2>::zeros([4, 3], &device));
@@ -120,7 +120,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "input shape [4, 2]")]
     fn mlp_rejects_a_wrong_input_width_and_names_the_shape() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let mlp = MlpConfig::new(3, vec![4], 2).init(&device);
         let _ = mlp.forward(Tensor::<2>::zeros([4, 2], &device));
     }

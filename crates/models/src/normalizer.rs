@@ -245,7 +245,7 @@ mod tests {
             assert!((a - b).abs() < 1e-5, "{obs:?} -> {back:?}");
         }
 
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let s = Tensor::<2>::from_data(TensorData::new(obs.clone(), [4, 2]), &device);
         let s2 = Tensor::<2>::from_data(TensorData::new(next.clone(), [4, 2]), &device);
         let d = n.normalize_delta_tensor(s.clone(), s2);

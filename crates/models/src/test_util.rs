@@ -11,18 +11,18 @@ use crate::{ActionSpec, ModelSpec, Normalizer, TransitionModel, TransitionTensor
 
 pub type TestRng = ChaCha8Rng;
 
-/// burn-flex keeps one process-wide RNG behind `Device::seed`, so tests that run in parallel
+/// burn-flex and libtorch each keep one process-wide RNG behind `Device::seed`, so tests that run in parallel
 /// would interleave their draws (weight initialisation, reparameterisation noise) and stop being
 /// reproducible. Every test that seeds a device holds this lock for its whole run.
 static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Locks the process-wide device RNG and seeds it; keep the guard alive for the whole test.
-/// Returns the plain flex device.
-pub fn seeded_flex(seed: u64) -> (std::sync::MutexGuard<'static, ()>, Device) {
+/// Returns the plain test device: flex, or the one `WM_TEST_DEVICE` names (`wm_backend::test_device`).
+pub fn seeded_device(seed: u64) -> (std::sync::MutexGuard<'static, ()>, Device) {
     let guard = DEVICE_RNG
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let device = Device::flex();
+    let device = wm_backend::test_device();
     device.seed(seed);
     (guard, device)
 }

@@ -587,7 +587,7 @@ mod tests {
         let values: Vec<f32> = rows.iter().flatten().copied().collect();
         Context::new(Tensor::from_data(
             TensorData::new(values, [rows.len(), 2]),
-            &Device::flex(),
+            &wm_backend::test_device(),
         ))
     }
 
@@ -732,7 +732,7 @@ mod tests {
     #[test]
     fn same_seed_gives_the_same_plan() {
         let model = TrueDynamics::pendulum();
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let run = |kind: PlannerKind, seed: u64| {
             let mut planner = PlannerConfig {
                 candidates: 64,
@@ -766,7 +766,7 @@ mod tests {
     #[test]
     fn returns_stop_counting_after_predicted_termination() {
         let model = TrueDynamics::cartpole();
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         // Row 0 leans past 12 degrees after one step whatever the action; row 1 is upright.
         let start = Tensor::<2>::from_floats([[0.0, 0.0, 0.2, 2.0], [0.0, 0.0, 0.0, 0.0]], &device);
         let actions = Tensor::<3>::from_floats([[[0.0], [1.0], [0.0], [1.0], [0.0]]; 2], &device);

@@ -1,7 +1,7 @@
 //! Closed-loop tests: planners over [`TrueDynamics`] controlling the real environments.
 
 use super::*;
-use burn::tensor::{Device, TensorData};
+use burn::tensor::TensorData;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wm_envs::{CartPole, Env, Pendulum};
@@ -34,7 +34,7 @@ fn planned_episode(
     seed: u64,
     max_steps: usize,
 ) -> (usize, f64, bool) {
-    let device = Device::flex();
+    let device = wm_backend::test_device();
     let o = model.obs_dim();
     planner.reset();
     episode(env, seed, max_steps, |obs| {

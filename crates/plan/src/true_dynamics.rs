@@ -271,7 +271,6 @@ impl WorldModel for TrueDynamics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Device;
 
     fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
@@ -279,7 +278,7 @@ mod tests {
 
     #[test]
     fn true_dynamics_steps_like_the_real_environments() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         // Pendulum: stepping the model from an observation equals stepping the environment.
         let mut env = Pendulum::new();
         let obs = env.reset(Some(3));

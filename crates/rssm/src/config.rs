@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn from_host_keeps_the_replay_layout() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let (b, t) = (2, 3);
         let obs: Vec<f32> = (0..b * t * 2).map(|i| i as f32).collect();
         let seq = SequenceTensors::from_host(

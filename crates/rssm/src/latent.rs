@@ -409,7 +409,7 @@ mod tests {
 
     #[test]
     fn categorical_kl_matches_a_hand_computed_value() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         // Two groups of two classes.
         let p = Tensor::<2>::from_floats([[0.8, 0.2, 0.5, 0.5]], &device);
         let q = Tensor::<2>::from_floats([[0.5, 0.5, 0.1, 0.9]], &device);
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn gaussian_kl_is_zero_for_equal_and_positive_for_different_distributions() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let g = |m: f32, s: f32| LatentDist::Gaussian {
             mean: Tensor::<2>::from_floats([[m, 0.0]], &device),
             std: Tensor::<2>::from_floats([[s, 1.0]], &device),
@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn gaussian_std_is_softplus_plus_min_std_and_categorical_probs_mix_in_uniform() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let cfg = LatentConfig::Gaussian {
             size: 2,
             min_std: 0.1,
@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn categorical_mode_picks_the_most_likely_class_of_each_group() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let score = Tensor::<2>::from_floats([[0.1, 0.7, 0.2, 0.6, 0.3, 0.1]], &device);
         assert_eq!(
             vec(one_hot_argmax(score, 2, 3)),

@@ -1083,7 +1083,7 @@ mod tests {
 
     #[test]
     fn symlog_and_symexp_are_inverse_and_symlog_compresses() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let x = Tensor::<1>::from_floats([-1000.0, -3.0, -0.5, 0.0, 0.25, 7.0, 500.0], &device);
         let s = vec(symlog(x.clone()));
         assert!(
@@ -1098,7 +1098,7 @@ mod tests {
 
     #[test]
     fn actions_are_one_hot_or_rescaled_to_the_unit_box() {
-        let device = Device::flex();
+        let device = wm_backend::test_device();
         let enc = encode_action(
             &ActionSpec::Discrete { n: 3 },
             Tensor::<2>::from_floats([[2.0], [0.0]], &device),

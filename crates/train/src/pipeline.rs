@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use burn::module::Module;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
+use wm_backend::Device;
 use wm_envs::{Env, EnvError};
 use crate::model::AnyModel;
 use wm_replay::{Episode, EpisodeBuilder, ReplayBuffer, ReplaySpec};
@@ -64,25 +66,47 @@ pub struct PublishedWeights {
 }
 
 /// The newest published weights; readers never block the learner for longer than a pointer swap.
+///
+/// The slot belongs to the acting device: [`WeightsSlot::publish`] moves the model there on the
+/// learner's thread, so a worker only ever reads tensors of the acting device (flex on the CPU),
+/// never the learner's libtorch or GPU tensors.
 #[derive(Debug)]
-pub struct WeightsSlot(RwLock<Arc<PublishedWeights>>);
+pub struct WeightsSlot {
+    weights: RwLock<Arc<PublishedWeights>>,
+    device: Device,
+}
 
 impl Default for WeightsSlot {
+    /// A slot for workers acting on flex, the CPU backend.
     fn default() -> Self {
-        Self(RwLock::new(Arc::new(PublishedWeights { version: 0, model: None, actor: None })))
+        Self::for_device(Device::flex())
     }
 }
 
 impl WeightsSlot {
-    /// Replaces the published weights (the model, and the actor network when there is one).
+    /// An empty slot whose published models live on `device`, the workers' acting device.
+    pub fn for_device(device: Device) -> Self {
+        Self { weights: RwLock::new(Arc::new(PublishedWeights { version: 0, model: None, actor: None })), device }
+    }
+
+    /// The device published models are moved to.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Replaces the published weights with `model` (without autodiff, from `valid()`) and the
+    /// actor network when there is one, moved to the slot's device: a copy through host memory
+    /// when the learner trains elsewhere.
     pub fn publish(&self, version: u64, model: AnyModel, actor: Option<wm_agent::Actor>) {
+        let model = model.to_device(&self.device);
+        let actor = actor.map(|actor| actor.to_device(&self.device));
         let weights = Arc::new(PublishedWeights { version, model: Some(model), actor });
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = weights;
+        *self.weights.write().unwrap_or_else(std::sync::PoisonError::into_inner) = weights;
     }
 
     /// The newest weights.
     pub fn latest(&self) -> Arc<PublishedWeights> {
-        Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(&self.weights.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -95,9 +119,9 @@ pub struct PipelineSetup {
     pub replay_spec: ReplaySpec,
     /// Acting policy of the workers.
     pub policy: CollectPolicy,
-    /// Device the workers' planners run the published model on (the learner's device, without
-    /// autodiff).
-    pub acting_device: wm_backend::Device,
+    /// Device the workers' planners run the published model on: the [`WeightsSlot`]'s device
+    /// (flex on the CPU in `wm train`, whatever the learner's device).
+    pub acting_device: Device,
     /// Worker threads.
     pub n_workers: usize,
     /// Base seed; each worker derives its own stream.
@@ -170,6 +194,12 @@ pub fn run(
     interrupt: &AtomicBool,
     mut update: impl FnMut(&mut ReplayBuffer, &PipelineStats) -> Result<Control, TrainError>,
 ) -> Result<(Ended, PipelineStats), TrainError> {
+    assert!(
+        *weights.device() == setup.acting_device,
+        "the weights slot must publish to the workers' acting device ({:?}), not {:?}",
+        setup.acting_device,
+        weights.device()
+    );
     let n_workers = if setup.deterministic { 1 } else { setup.n_workers.max(1) };
     let limiter = Arc::new(RateLimiter::new(
         setup.replay_ratio,
@@ -420,6 +450,38 @@ mod tests {
             Ok(if done >= updates { Control::Stop } else { Control::Continue })
         });
         (result, replay)
+    }
+
+    /// The learner trains on the test device (flex, or libtorch with `WM_TEST_DEVICE=tch-cpu`);
+    /// what the workers read is on flex, with the same parameter values.
+    #[test]
+    fn published_models_move_to_the_slot_device_with_the_same_parameters() {
+        use crate::model::ModelConfig;
+        let learner_device = wm_backend::test_device().autodiff();
+        learner_device.seed(5);
+        let spec = wm_models::ModelSpec { obs_dim: 3, action: wm_models::ActionSpec::Continuous { low: vec![-2.0], high: vec![2.0] } };
+        let small_rssm = wm_rssm::RssmConfig { deter: 8, hidden: 8, encoder_hidden: vec![8], decoder_hidden: vec![8], head_hidden: vec![8], ..Default::default() };
+        for config in [ModelConfig::Cvae(wm_models::CvaeConfig { hidden: vec![8], ..Default::default() }), ModelConfig::Rssm(small_rssm)] {
+            let model = config.init(&spec, wm_models::Normalizer::identity(3), &learner_device);
+            let slot = WeightsSlot::default();
+            slot.publish(7, model.valid(), None);
+            let published = slot.latest();
+            assert_eq!(published.version, 7);
+            let on_slot = published.model.clone().expect("a model was published");
+            assert_eq!(on_slot.devices(), vec![Device::flex()], "{}: every parameter on flex", config.kind());
+            let bytes = |model: AnyModel| model.into_record().into_bytes().expect("record bytes").to_vec();
+            assert!(bytes(on_slot) == bytes(model.valid()), "{}: the published parameters differ from the learner's", config.kind());
+        }
+    }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    #[should_panic(expected = "acting device")]
+    fn a_slot_for_another_device_than_the_acting_device_is_refused() {
+        let mut setup = setup(1, cartpoles(), false);
+        setup.acting_device = wm_backend::DeviceSpec::TchCpu.init().expect("the tch feature is built in");
+        // The default slot publishes to flex.
+        let _ = run_counting(&setup, 1);
     }
 
     #[test]

@@ -486,14 +486,16 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     let progress = progress_bar(total_updates, first_update, options.progress);
     let mut window_start = (Instant::now(), first_update);
 
-    let weights = Arc::new(WeightsSlot::default());
+    // Rollout workers act on flex (the CPU) whatever the learner's device: the slot copies each
+    // published model and actor there on this thread, so no libtorch or GPU tensor reaches a worker.
+    let weights = Arc::new(WeightsSlot::for_device(Device::flex()));
     weights.publish(learner.update, learner.model.valid(), learner.agent.as_ref().map(ActorCritic::policy));
     let env_name = config.env.clone();
     let setup = PipelineSetup {
         env_factory: Arc::new(move |_| wm_envs::make(&env_name)),
         replay_spec: train_buffer.spec().clone(),
         policy: config.data.policy.clone(),
-        acting_device: device.clone(),
+        acting_device: weights.device().clone(),
         n_workers: config.pipeline.resolved_workers(),
         seed: config.seed,
         replay_ratio: config.pipeline.replay_ratio,
