@@ -41,6 +41,7 @@ pub struct Actor {
 
 /// The action distribution for a batch of features.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per actor call; boxing the tensors gains nothing
 pub enum PolicyDist {
     /// Log-probabilities of the classes (after the uniform mixture), `[N, n]`.
     Categorical {

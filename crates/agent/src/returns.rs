@@ -137,7 +137,7 @@ impl ReturnNormalizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::TensorData;
 
     fn t2(values: &[f32], shape: [usize; 2]) -> Tensor<2> {
         Tensor::from_data(TensorData::new(values.to_vec(), shape), &wm_backend::test_device())
