@@ -29,7 +29,15 @@ MODELS=${MODELS:-cvae rssm_gaussian rssm_categorical}
 devices="cpu"
 [[ $tch == 1 ]] && devices="cpu tch-cpu"
 row() {
-  python3 -c "import json,sys; r=json.loads(sys.argv[1]); b=f\"{r['batch']}x{r['seq_len']}\" if r.get('seq_len') else str(r['batch']); impl=r['implementation'] + (' flex' if r['device']=='cpu' and 'burn' in r['implementation'] else '') + (' tch-cpu' if r['device']=='tch-cpu' else ''); print(f\"| {r['model']} | {impl} | {r['threads']} | {b} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} | {r['updates_per_s']:.1f} |\")" "$1"
+  python3 -c "
+import json, sys
+r = json.loads(sys.argv[1])
+b = f\"{r['batch']}x{r['seq_len']}\" if r.get('seq_len') else str(r['batch'])
+impl = r['implementation']
+if impl == 'worldmodel (burn)':
+    impl = 'worldmodel (burn ' + ('flex' if r['device'] == 'cpu' else r['device']) + ')'
+print(f\"| {r['model']} | {impl} | {r['threads']} | {b} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} | {r['updates_per_s']:.1f} |\")
+" "$1"
 }
 echo "| model | implementation | threads | batch | median ms/update | p10 | p90 | updates/s |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
