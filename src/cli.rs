@@ -221,6 +221,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Learner device: `cpu` (burn's flex backend), `tch-cpu` or `cuda[:N]` (builds with the `tch` feature).
+    /// The rollout workers act on `cpu` whatever it is, with the learner's weights copied there.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Folder under which run folders are created.

@@ -6,7 +6,7 @@
 #   RSSM: batch 16 x 50, deter 200, hidden 200, Gaussian 30 or categorical 32x32 (Pendulum data)
 # With --tch, `wm` is built with the `tch` feature and every model is also timed with burn on
 # libtorch (`--device tch-cpu`, threads via OMP_NUM_THREADS); MODELS="cvae rssm_gaussian" picks
-# the models.
+# the models, THREADS="1 2" the thread counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tch=0
@@ -26,14 +26,23 @@ wm="${CARGO_TARGET_DIR:-target}/release/wm"
 CVAE_STEPS=${CVAE_STEPS:-300}
 RSSM_STEPS=${RSSM_STEPS:-30}
 MODELS=${MODELS:-cvae rssm_gaussian rssm_categorical}
+THREADS=${THREADS:-1 2}
 devices="cpu"
 [[ $tch == 1 ]] && devices="cpu tch-cpu"
 row() {
-  python3 -c "import json,sys; r=json.loads(sys.argv[1]); b=f\"{r['batch']}x{r['seq_len']}\" if r.get('seq_len') else str(r['batch']); impl=r['implementation'] + (' flex' if r['device']=='cpu' and 'burn' in r['implementation'] else '') + (' tch-cpu' if r['device']=='tch-cpu' else ''); print(f\"| {r['model']} | {impl} | {r['threads']} | {b} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} | {r['updates_per_s']:.1f} |\")" "$1"
+  python3 -c "
+import json, sys
+r = json.loads(sys.argv[1])
+b = f\"{r['batch']}x{r['seq_len']}\" if r.get('seq_len') else str(r['batch'])
+impl = r['implementation']
+if impl == 'worldmodel (burn)':
+    impl = 'worldmodel (burn ' + ('flex' if r['device'] == 'cpu' else r['device']) + ')'
+print(f\"| {r['model']} | {impl} | {r['threads']} | {b} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} | {r['updates_per_s']:.1f} |\")
+" "$1"
 }
 echo "| model | implementation | threads | batch | median ms/update | p10 | p90 | updates/s |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
-for threads in 1 2; do
+for threads in $THREADS; do
   for model in $MODELS; do
     for device in $devices; do
       if [[ $model == cvae ]]; then
