@@ -306,7 +306,10 @@ mod tests {
         let PolicyDist::Normal { mean, std } = actor.forward(features.clone()) else {
             panic!("a continuous actor gives a Normal")
         };
-        assert!(host(mean).iter().all(|m| m.abs() < 1.0));
+        // tanh saturates to exactly 1.0 in f32 for large inputs (libtorch rounds there), so the
+        // bound is inclusive.
+        let mean = host(mean);
+        assert!(mean.iter().all(|m| m.abs() <= 1.0), "{mean:?}");
         assert!(host(std).iter().all(|s| (0.1..=1.0).contains(s)));
         let raw = host(actor.to_raw(actor.forward(features).sample().mul_scalar(10.0)));
         assert!(raw.iter().all(|a| (-2.0..=2.0).contains(a)), "{raw:?}");
