@@ -1,7 +1,10 @@
 //! `wm` as a user runs it: output formats, errors and exit codes.
 
+mod config_errors;
+mod config_walk;
 mod device;
 mod env;
+mod resume;
 #[cfg(feature = "tch")]
 mod tch;
 mod train;

@@ -13,6 +13,7 @@ use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use wm_imagine::WorldModel;
 use wm_models::ActionSpec;
+use wm_models::validate::{self, InvalidField};
 use wm_models::grad::clip_global_norm;
 use wm_models::mlp::{Mlp, MlpConfig};
 
@@ -86,18 +87,13 @@ impl Default for ActorCriticConfig {
 }
 
 impl ActorCriticConfig {
-    /// The first field whose value is out of range: `(field, message)`.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        let unit = |x: f32| (0.0..=1.0).contains(&x);
-        if self.hidden.contains(&0) {
-            return Err((
-                "hidden",
-                format!("must hold positive widths, got {:?}", self.hidden),
-            ));
-        }
-        if self.horizon == 0 {
-            return Err(("horizon", "must be at least 1".into()));
-        }
+    /// The first field out of range (its path relative to this config): widths and `starts`
+    /// in `1..=MAX_WIDTH`, `horizon` in `1..=1000`, the discount, lambda, decays and unimix in
+    /// `[0, 1]`, `lr` in `(0, 1]`, `0 < min_std <= max_std <= 10`, `entropy` and
+    /// `slow_critic_weight` in `[0, 1e6]`, `grad_clip` and `eps` positive and finite.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate::widths("hidden", &self.hidden)?;
+        validate::count("horizon", self.horizon, 1000)?;
         for (field, value) in [
             ("discount", self.discount),
             ("lambda", self.lambda),
@@ -105,36 +101,22 @@ impl ActorCriticConfig {
             ("return_norm_decay", self.return_norm_decay),
             ("unimix", self.unimix),
         ] {
-            if !unit(value) {
-                return Err((field, format!("must be in [0, 1], got {value}")));
-            }
+            validate::within(field, f64::from(value), 0.0, 1.0)?;
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(("lr", format!("must be positive, got {}", self.lr)));
-        }
-        if !(self.min_std > 0.0 && self.min_std <= self.max_std) {
-            return Err((
-                "min_std",
-                format!(
-                    "must be positive and at most max_std ({}), got {}",
-                    self.max_std, self.min_std
-                ),
+        validate::positive("lr", self.lr)?;
+        validate::within("lr", self.lr, 0.0, 1.0)?;
+        validate::positive("min_std", f64::from(self.min_std))?;
+        if !(self.max_std.is_finite() && self.max_std <= 10.0 && self.min_std <= self.max_std) {
+            return Err(InvalidField::new(
+                "max_std",
+                format!("must be finite, at most 10 and at least min_std ({}), got {}", self.min_std, self.max_std),
             ));
         }
-        if !(self.entropy >= 0.0
-            && self.slow_critic_weight >= 0.0
-            && self.grad_clip > 0.0
-            && self.eps > 0.0)
-        {
-            return Err((
-                "entropy",
-                "entropy and slow_critic_weight must be >= 0, grad_clip and eps > 0".into(),
-            ));
-        }
-        if self.starts == 0 {
-            return Err(("starts", "must be at least 1".into()));
-        }
-        Ok(())
+        validate::within("entropy", f64::from(self.entropy), 0.0, 1e6)?;
+        validate::within("slow_critic_weight", f64::from(self.slow_critic_weight), 0.0, 1e6)?;
+        validate::positive("grad_clip", f64::from(self.grad_clip))?;
+        validate::positive("eps", f64::from(self.eps))?;
+        validate::count("starts", self.starts, validate::MAX_WIDTH)
     }
 
     fn bounds(&self) -> PolicyBounds {
@@ -250,15 +232,16 @@ impl ActorCritic {
     /// on `device` (give an autodiff device to train).
     ///
     /// # Panics
-    /// If the config does not pass [`ActorCriticConfig::check`].
+    /// If the config does not pass [`ActorCriticConfig::validate`] (the trainer validates
+    /// every config before building).
     pub fn new(
         config: &ActorCriticConfig,
         feature_dim: usize,
         action: &ActionSpec,
         device: &Device,
     ) -> Self {
-        if let Err((field, message)) = config.check() {
-            panic!("actor-critic config: field `{field}` {message}");
+        if let Err(invalid) = config.validate() {
+            panic!("actor-critic config: {invalid}");
         }
         let twohot = TwoHot::default();
         let actor = Actor::new(feature_dim, &config.hidden, action, config.bounds(), device);

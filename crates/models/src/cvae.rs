@@ -18,6 +18,7 @@ use crate::dist::{
 };
 use crate::heads::{self, Head};
 use crate::mlp::{Mlp, MlpConfig};
+use crate::validate::{self, InvalidField};
 use crate::{LossOutput, ModelSpec, Normalizer, Prediction, TransitionModel, TransitionTensors};
 
 /// The latent prior of the [`Cvae`].
@@ -84,24 +85,37 @@ impl Default for CvaeConfig {
 }
 
 impl CvaeConfig {
+    /// The first field out of range: widths and counts in `1..=MAX_WIDTH`, weights and free
+    /// nats finite in `[0, 1e6]`, log-std bounds finite in `[-20, 20]` with `min < max`.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate::widths("hidden", &self.hidden)?;
+        validate::count("latent_dim", self.latent_dim, validate::MAX_WIDTH)?;
+        validate::count("iwae_chunk", self.iwae_chunk, validate::MAX_WIDTH)?;
+        for (field, value) in [
+            ("beta", self.beta),
+            ("free_nats", self.free_nats),
+            ("recon_weight", self.recon_weight),
+            ("reward_weight", self.reward_weight),
+            ("termination_weight", self.termination_weight),
+        ] {
+            validate::within(field, value, 0.0, 1e6)?;
+        }
+        validate::log_std_bounds("min_log_std", self.min_log_std, self.max_log_std)
+    }
+
     /// Builds the model on `device`.
     ///
     /// # Panics
-    /// If the spec or the normaliser is inconsistent, `latent_dim` or `iwae_chunk` is 0, or
-    /// `min_log_std >= max_log_std`.
+    /// If the spec or the normaliser is inconsistent, or the config does not pass
+    /// [`CvaeConfig::validate`] (the trainer validates every config before building).
     pub fn init(&self, spec: &ModelSpec, normalizer: Normalizer, device: &Device) -> Cvae {
         spec.validate().expect("invalid model spec");
         normalizer
             .validate(spec.obs_dim)
             .expect("normalizer does not fit the spec");
-        assert!(
-            self.latent_dim > 0 && self.iwae_chunk > 0,
-            "latent_dim and iwae_chunk must be positive: {self:?}"
-        );
-        assert!(
-            self.min_log_std < self.max_log_std,
-            "min_log_std must be below max_log_std: {self:?}"
-        );
+        if let Err(invalid) = self.validate() {
+            panic!("cVAE config: {invalid}");
+        }
         let (o, l) = (spec.obs_dim, self.latent_dim);
         let cond = o + spec.action.input_width();
         let mlp = |input, output| MlpConfig::new(input, self.hidden.clone(), output).init(device);

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::dist::{bce_with_logits, gaussian_log_prob_sum};
 use crate::heads::{self, Head};
 use crate::mlp::{Mlp, MlpConfig};
+use crate::validate::{self, InvalidField};
 use crate::{LossOutput, ModelSpec, Normalizer, Prediction, TransitionModel, TransitionTensors};
 
 /// Hyper-parameters of [`DeterministicMlp`]; every field has a serde default.
@@ -35,11 +36,25 @@ impl Default for DeterministicMlpConfig {
 }
 
 impl DeterministicMlpConfig {
+    /// The first field out of range: widths in `1..=MAX_WIDTH`, weights finite in `[0, 1e6]`.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate::widths("hidden", &self.hidden)?;
+        for (field, value) in [
+            ("recon_weight", self.recon_weight),
+            ("reward_weight", self.reward_weight),
+            ("termination_weight", self.termination_weight),
+        ] {
+            validate::within(field, value, 0.0, 1e6)?;
+        }
+        Ok(())
+    }
+
     /// Builds the model on `device` (residual standard deviation not yet fitted: unit variance
     /// in normalised units).
     ///
     /// # Panics
-    /// If the spec or the normaliser is inconsistent.
+    /// If the spec or the normaliser is inconsistent, or the config does not pass
+    /// [`DeterministicMlpConfig::validate`].
     pub fn init(
         &self,
         spec: &ModelSpec,
@@ -50,6 +65,9 @@ impl DeterministicMlpConfig {
         normalizer
             .validate(spec.obs_dim)
             .expect("normalizer does not fit the spec");
+        if let Err(invalid) = self.validate() {
+            panic!("deterministic MLP config: {invalid}");
+        }
         let input = spec.obs_dim + spec.action.input_width();
         DeterministicMlp {
             net: MlpConfig::new(

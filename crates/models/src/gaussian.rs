@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::dist::{bce_with_logits, gaussian_log_prob_sum, soft_bound_log_std};
 use crate::heads::{self, Head};
 use crate::mlp::{Mlp, MlpConfig};
+use crate::validate::{self, InvalidField};
 use crate::{LossOutput, ModelSpec, Normalizer, Prediction, TransitionModel, TransitionTensors};
 
 /// Hyper-parameters of [`GaussianMlp`]; every field has a serde default.
@@ -41,19 +42,33 @@ impl Default for GaussianMlpConfig {
 }
 
 impl GaussianMlpConfig {
+    /// The first field out of range: widths in `1..=MAX_WIDTH`, weights finite in `[0, 1e6]`,
+    /// log-std bounds finite in `[-20, 20]` with `min < max`.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate::widths("hidden", &self.hidden)?;
+        for (field, value) in [
+            ("recon_weight", self.recon_weight),
+            ("reward_weight", self.reward_weight),
+            ("termination_weight", self.termination_weight),
+        ] {
+            validate::within(field, value, 0.0, 1e6)?;
+        }
+        validate::log_std_bounds("min_log_std", self.min_log_std, self.max_log_std)
+    }
+
     /// Builds the model on `device`.
     ///
     /// # Panics
-    /// If the spec or the normaliser is inconsistent, or `min_log_std >= max_log_std`.
+    /// If the spec or the normaliser is inconsistent, or the config does not pass
+    /// [`GaussianMlpConfig::validate`].
     pub fn init(&self, spec: &ModelSpec, normalizer: Normalizer, device: &Device) -> GaussianMlp {
         spec.validate().expect("invalid model spec");
         normalizer
             .validate(spec.obs_dim)
             .expect("normalizer does not fit the spec");
-        assert!(
-            self.min_log_std < self.max_log_std,
-            "min_log_std must be below max_log_std: {self:?}"
-        );
+        if let Err(invalid) = self.validate() {
+            panic!("Gaussian MLP config: {invalid}");
+        }
         let input = spec.obs_dim + spec.action.input_width();
         GaussianMlp {
             net: MlpConfig::new(

@@ -61,6 +61,7 @@ pub mod gaussian;
 mod heads;
 pub mod mlp;
 mod normalizer;
+pub mod validate;
 
 use std::collections::BTreeMap;
 
@@ -73,6 +74,7 @@ pub use deterministic::{DeterministicMlp, DeterministicMlpConfig};
 pub use gaussian::{GaussianMlp, GaussianMlpConfig};
 pub use heads::read_metrics;
 pub use normalizer::Normalizer;
+pub use validate::InvalidField;
 
 /// The action space as the models see it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -424,6 +426,15 @@ impl TransitionModelConfig {
             Self::Deterministic(c) => {
                 AnyTransitionModel::Deterministic(c.init(spec, normalizer, device))
             }
+        }
+    }
+
+    /// The first field out of range, its path relative to the variant's config.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        match self {
+            Self::Cvae(c) => c.validate(),
+            Self::Gaussian(c) => c.validate(),
+            Self::Deterministic(c) => c.validate(),
         }
     }
 

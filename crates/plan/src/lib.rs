@@ -80,6 +80,7 @@ use serde::{Deserialize, Serialize};
 use wm_envs::Action;
 use wm_imagine::{Context, ImagineActions, WorldModel};
 use wm_models::ActionSpec;
+use wm_models::validate::{self, InvalidField};
 
 pub use search::{Cem, Mppi, RandomShooting};
 pub use true_dynamics::TrueDynamics;
@@ -229,42 +230,35 @@ impl PlannerConfig {
         }
     }
 
-    /// Checks the numbers.
-    ///
-    /// # Panics
-    /// Unless `horizon`, `candidates`, `elites` and `iterations` are at least 1,
-    /// `elites <= candidates`, `temperature > 0`, `min_std >= 0`, `discount` in `(0, 1]` and
-    /// `smoothing >= 0`, all finite.
-    pub fn validate(&self) {
-        assert!(
-            self.horizon >= 1 && self.candidates >= 1 && self.elites >= 1 && self.iterations >= 1,
-            "planner horizon, candidates, elites and iterations must be at least 1: {self:?}"
-        );
-        assert!(
-            self.elites <= self.candidates,
-            "planner elites ({}) must not exceed candidates ({})",
-            self.elites,
-            self.candidates
-        );
-        assert!(
-            self.temperature > 0.0
-                && self.temperature.is_finite()
-                && self.min_std >= 0.0
-                && self.min_std.is_finite()
-                && self.discount > 0.0
-                && self.discount <= 1.0
-                && self.smoothing >= 0.0
-                && self.smoothing.is_finite(),
-            "planner needs temperature > 0, min_std >= 0, discount in (0, 1], smoothing >= 0: {self:?}"
-        );
+    /// The first field out of range: `horizon` and `iterations` in `1..=1000`, `candidates`
+    /// in `1..=MAX_WIDTH`, `elites` in `1..=candidates` (CEM, MPPI), `temperature` in `(0, 1e6]`, `min_std`
+    /// in `[0, 10]`, `discount` in `(0, 1]` and `smoothing` in `[0, 1e6]`.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate::count("horizon", self.horizon, 1000)?;
+        validate::count("candidates", self.candidates, validate::MAX_WIDTH)?;
+        validate::count("iterations", self.iterations, 1000)?;
+        // Random shooting keeps no elites, so its `elites` is not read.
+        if self.kind != PlannerKind::RandomShooting && (self.elites == 0 || self.elites > self.candidates) {
+            return Err(InvalidField::new(
+                "elites",
+                format!("must be between 1 and candidates ({}), got {}", self.candidates, self.elites),
+            ));
+        }
+        validate::positive("temperature", f64::from(self.temperature))?;
+        validate::within("temperature", f64::from(self.temperature), 0.0, 1e6)?;
+        validate::within("min_std", f64::from(self.min_std), 0.0, 10.0)?;
+        if !(self.discount > 0.0 && self.discount <= 1.0) {
+            return Err(InvalidField::new("discount", format!("must be in (0, 1], got {}", self.discount)));
+        }
+        validate::within("smoothing", f64::from(self.smoothing), 0.0, 1e6)
     }
 
     /// The planner of this config's `kind` for `action_spec`, with its own ChaCha8 stream
     /// seeded with `seed`.
     ///
     /// # Panics
-    /// If the config is invalid ([`PlannerConfig::validate`]) or the action box is empty or
-    /// infinite.
+    /// If the config does not pass [`PlannerConfig::validate`] (the trainer validates every
+    /// config before it starts a worker) or the action box is empty or infinite.
     pub fn init(&self, action_spec: &ActionSpec, seed: u64) -> AnyPlanner {
         match self.kind {
             PlannerKind::RandomShooting => {

@@ -212,7 +212,9 @@ struct Search {
 
 impl Search {
     fn new(rule: Rule, spec: &ActionSpec, config: &PlannerConfig, seed: u64) -> Self {
-        config.validate();
+        if let Err(invalid) = config.validate() {
+            panic!("planner config: {invalid}");
+        }
         Self {
             rule,
             actions: Actions::new(spec),
@@ -464,7 +466,9 @@ impl RandomShooting {
     /// # Panics
     /// If `config` is invalid (see [`PlannerConfig::validate`]) or the box is empty or infinite.
     pub fn new(spec: &ActionSpec, config: &PlannerConfig, seed: u64) -> Self {
-        config.validate();
+        if let Err(invalid) = config.validate() {
+            panic!("planner config: {invalid}");
+        }
         Self {
             actions: Actions::new(spec),
             candidates: config.candidates,
@@ -815,13 +819,27 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "must not exceed candidates")]
-    fn more_elites_than_candidates_is_rejected() {
-        PlannerConfig {
-            candidates: 10,
-            elites: 20,
-            ..PlannerConfig::cem()
+    fn more_elites_than_candidates_is_an_error_naming_the_field() {
+        let config = PlannerConfig { candidates: 10, elites: 20, ..PlannerConfig::cem() };
+        let invalid = config.validate().unwrap_err();
+        assert_eq!(invalid.to_string(), "field `elites` must be between 1 and candidates (10), got 20");
+        // Random shooting keeps no elites.
+        assert!(PlannerConfig { kind: PlannerKind::RandomShooting, ..config }.validate().is_ok());
+    }
+
+    #[test]
+    fn zero_nan_and_huge_planner_values_are_errors() {
+        let bad = [
+            PlannerConfig { horizon: 0, ..PlannerConfig::cem() },
+            PlannerConfig { candidates: usize::MAX, ..PlannerConfig::cem() },
+            PlannerConfig { temperature: f32::NAN, ..PlannerConfig::mppi() },
+            PlannerConfig { discount: 0.0, ..PlannerConfig::cem() },
+            PlannerConfig { min_std: -1.0, ..PlannerConfig::cem() },
+            PlannerConfig { smoothing: f32::INFINITY, ..PlannerConfig::cem() },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
         }
-        .init(&box_spec(), 0);
+        assert!(PlannerConfig::cem().validate().is_ok() && PlannerConfig::mppi().validate().is_ok());
     }
 }

@@ -3,6 +3,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use wm_models::ActionSpec;
+use wm_models::validate::{self, InvalidField};
 
 use crate::latent::LatentConfig;
 
@@ -65,30 +66,29 @@ impl Default for RssmConfig {
 }
 
 impl RssmConfig {
-    /// Checks the sizes and weights.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.deter == 0 || self.hidden == 0 {
-            return Err(format!(
-                "deter and hidden must be positive: deter {}, hidden {}",
-                self.deter, self.hidden
-            ));
-        }
+    /// The first field out of range (its path relative to this config): widths in
+    /// `1..=MAX_WIDTH` (the encoder needs at least one layer), free nats and weights finite in
+    /// `[0, 1e6]`, and the latent's own checks.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate::count("deter", self.deter, validate::MAX_WIDTH)?;
+        validate::count("hidden", self.hidden, validate::MAX_WIDTH)?;
         if self.encoder_hidden.is_empty() {
-            return Err("encoder_hidden must name at least one layer (the embedding)".into());
+            return Err(InvalidField::new("encoder_hidden", "must name at least one layer (the embedding), got []"));
         }
-        for (name, widths) in [
-            ("encoder_hidden", &self.encoder_hidden),
-            ("decoder_hidden", &self.decoder_hidden),
-            ("head_hidden", &self.head_hidden),
+        validate::widths("encoder_hidden", &self.encoder_hidden)?;
+        validate::widths("decoder_hidden", &self.decoder_hidden)?;
+        validate::widths("head_hidden", &self.head_hidden)?;
+        for (field, value) in [
+            ("free_nats", self.free_nats),
+            ("dyn_weight", self.dyn_weight),
+            ("rep_weight", self.rep_weight),
+            ("recon_weight", self.recon_weight),
+            ("reward_weight", self.reward_weight),
+            ("cont_weight", self.cont_weight),
         ] {
-            if widths.contains(&0) {
-                return Err(format!("{name} has a zero width: {widths:?}"));
-            }
+            validate::within(field, value, 0.0, 1e6)?;
         }
-        if !(self.free_nats.is_finite() && self.free_nats >= 0.0) {
-            return Err(format!("free_nats must be >= 0, got {}", self.free_nats));
-        }
-        self.latent.validate()
+        self.latent.validate().map_err(|invalid| invalid.within("latent"))
     }
 }
 

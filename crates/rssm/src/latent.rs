@@ -93,25 +93,33 @@ impl LatentConfig {
         }
     }
 
-    /// Checks the sizes.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first field out of range (path relative to the latent): a Gaussian's `size` in
+    /// `1..=MAX_WIDTH` and `min_std` finite in `[0, 1e3]`; a categorical's `groups * classes`
+    /// at most `MAX_WIDTH`, `classes >= 2` and `unimix` in `[0, 1)`.
+    pub fn validate(&self) -> Result<(), wm_models::InvalidField> {
+        use wm_models::{InvalidField, validate};
         match self {
             Self::Gaussian { size, min_std } => {
-                if *size == 0 || !(min_std.is_finite() && *min_std >= 0.0) {
-                    return Err(format!(
-                        "Gaussian latent needs size > 0 and min_std >= 0: {self:?}"
-                    ));
-                }
+                validate::count("size", *size, validate::MAX_WIDTH)?;
+                validate::within("min_std", *min_std, 0.0, 1e3)?;
             }
             Self::Categorical {
                 groups,
                 classes,
                 unimix,
             } => {
-                if *groups == 0 || *classes < 2 || !(0.0..1.0).contains(unimix) {
-                    return Err(format!(
-                        "categorical latent needs groups > 0, classes >= 2, 0 <= unimix < 1: {self:?}"
+                validate::count("groups", *groups, validate::MAX_WIDTH)?;
+                if *classes < 2 || *classes > validate::MAX_WIDTH {
+                    return Err(InvalidField::new("classes", format!("must be between 2 and {}, got {classes}", validate::MAX_WIDTH)));
+                }
+                if groups.saturating_mul(*classes) > validate::MAX_WIDTH {
+                    return Err(InvalidField::new(
+                        "groups",
+                        format!("times classes must be at most {}, got {groups} x {classes}", validate::MAX_WIDTH),
                     ));
+                }
+                if !(0.0..1.0).contains(unimix) {
+                    return Err(InvalidField::new("unimix", format!("must be in [0, 1), got {unimix}")));
                 }
             }
         }

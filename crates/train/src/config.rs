@@ -148,6 +148,15 @@ pub struct ScheduleConfig {
     pub eval_every: usize,
     /// Write a checkpoint every this many updates (and always at the end).
     pub checkpoint_every: usize,
+    /// An update whose loss or gradient norm is NaN or infinite is skipped (the weights and the
+    /// optimiser are left as they were) and counted in `train/nonfinite_updates`; this many
+    /// in a row stop the run with an error, keeping the last good checkpoint. Default 10.
+    #[serde(default = "default_max_nonfinite_in_a_row")]
+    pub max_nonfinite_in_a_row: usize,
+}
+
+fn default_max_nonfinite_in_a_row() -> usize {
+    10
 }
 
 /// What `wm eval` (and the periodic evaluation) measures.
@@ -212,8 +221,13 @@ impl TrainConfig {
             message: error.code.to_string(),
         })?;
         let config = config.with_overrides(overrides)?;
+        // Compared without enum variants (`data.policy.Planner.elites` is `data.policy.elites`),
+        // as `validate` names fields.
+        let without_variants = |path: &str| -> String {
+            path.split('.').filter(|key| !key.chars().next().is_some_and(char::is_uppercase)).collect::<Vec<_>>().join(".")
+        };
         let overridden: BTreeSet<String> =
-            overrides.iter().filter_map(|o| o.split_once('=')).map(|(k, _)| k.trim().to_string()).collect();
+            overrides.iter().filter_map(|o| o.split_once('=')).map(|(k, _)| without_variants(k.trim())).collect();
         config.validate().map_err(|invalid| {
             let location = if overridden.contains(&invalid.field) {
                 "--set".to_string()
@@ -251,61 +265,75 @@ impl TrainConfig {
         })
     }
 
-    /// Checks every value's range.
+    /// Checks every value's range, every sub-config's included (model, latent, planner,
+    /// actor-critic, pipeline, optimiser, schedule, evaluation); the first field out of range is
+    /// returned with its dotted path (`model.latent_dim`, `data.policy.elites`; an enum's
+    /// variant is left out of the path, as in `--set`).
     pub fn validate(&self) -> Result<(), InvalidField> {
-        let fail = |field: &str, message: String| Err(InvalidField { field: field.to_string(), message });
+        use wm_models::validate::{MAX_WIDTH, count, positive, within};
         if wm_envs::make(&self.env).is_err() {
-            return fail("env", format!("names no environment: `{}` (known: {})", self.env, wm_envs::ENV_NAMES.join(", ")));
+            return Err(InvalidField::new("env", format!("names no environment: `{}` (known: {})", self.env, wm_envs::ENV_NAMES.join(", "))));
         }
-        let positive = [
-            ("data.prefill_steps", self.data.prefill_steps),
-            ("pipeline.channel_capacity", self.pipeline.channel_capacity),
-            ("pipeline.tolerance_steps", self.pipeline.tolerance_steps),
-            ("pipeline.weight_sync_every", self.pipeline.weight_sync_every),
-            ("data.eval_steps", self.data.eval_steps),
-            ("data.replay_capacity", self.data.replay_capacity),
-            ("optim.batch_size", self.optim.batch_size),
-            ("optim.seq_len", self.optim.seq_len),
-            ("schedule.updates", self.schedule.updates),
-            ("schedule.log_every", self.schedule.log_every),
-            ("schedule.eval_every", self.schedule.eval_every),
-            ("schedule.checkpoint_every", self.schedule.checkpoint_every),
-            ("eval.max_nll_transitions", self.eval.max_nll_transitions),
-            ("eval.periodic_iwae_samples", self.eval.periodic_iwae_samples),
+        self.model.validate().map_err(|invalid| invalid.within("model"))?;
+        match &self.data.policy {
+            CollectPolicy::Random => {}
+            CollectPolicy::Planner(planner) => planner.validate().map_err(|invalid| invalid.within("data.policy"))?,
+            CollectPolicy::Actor(agent) => agent.validate().map_err(|invalid| invalid.within("data.policy"))?,
+        }
+        // Upper bounds keep a mistyped huge value from becoming an allocation that takes the
+        // machine down; "every" periods may be anything from 1 (huge = never).
+        let counts = [
+            ("data.prefill_steps", self.data.prefill_steps, 1 << 27),
+            ("data.eval_steps", self.data.eval_steps, 1 << 24),
+            ("data.replay_capacity", self.data.replay_capacity, 1 << 27),
+            ("pipeline.workers", self.pipeline.workers.max(1), 256),
+            ("pipeline.channel_capacity", self.pipeline.channel_capacity, MAX_WIDTH),
+            ("pipeline.tolerance_steps", self.pipeline.tolerance_steps, 1 << 30),
+            ("pipeline.weight_sync_every", self.pipeline.weight_sync_every, usize::MAX),
+            ("optim.batch_size", self.optim.batch_size, MAX_WIDTH),
+            ("optim.seq_len", self.optim.seq_len, 10_000),
+            ("schedule.updates", self.schedule.updates, usize::MAX),
+            ("schedule.log_every", self.schedule.log_every, usize::MAX),
+            ("schedule.eval_every", self.schedule.eval_every, usize::MAX),
+            ("schedule.checkpoint_every", self.schedule.checkpoint_every, usize::MAX),
+            ("schedule.max_nonfinite_in_a_row", self.schedule.max_nonfinite_in_a_row, usize::MAX),
+            ("eval.max_nll_transitions", self.eval.max_nll_transitions, 1 << 24),
+            ("eval.periodic_iwae_samples", self.eval.periodic_iwae_samples, 100_000),
         ];
-        for (field, value) in positive {
-            if value == 0 {
-                return fail(field, "must be at least 1, got 0".into());
-            }
+        for (field, value, max) in counts {
+            count(field, value, max)?;
         }
-        if !(self.optim.lr.is_finite() && self.optim.lr > 0.0) {
-            return fail("optim.lr", format!("must be a positive number, got {}", self.optim.lr));
+        if self.eval.policy_episodes > 10_000 {
+            return Err(InvalidField::new("eval.policy_episodes", format!("must be at most 10000, got {}", self.eval.policy_episodes)));
         }
-        if !(self.optim.grad_clip.is_finite() && self.optim.grad_clip > 0.0) {
-            return fail("optim.grad_clip", format!("must be a positive number, got {}", self.optim.grad_clip));
-        }
-        if !(self.optim.eps.is_finite() && self.optim.eps > 0.0) {
-            return fail("optim.eps", format!("must be a positive number, got {}", self.optim.eps));
-        }
+        positive("optim.lr", self.optim.lr)?;
+        within("optim.lr", self.optim.lr, 0.0, 1.0)?;
+        positive("optim.grad_clip", f64::from(self.optim.grad_clip))?;
+        positive("optim.eps", f64::from(self.optim.eps))?;
+        within("optim.eps", f64::from(self.optim.eps), 0.0, 1.0)?;
         if self.data.replay_capacity < self.data.prefill_steps {
-            return fail(
+            return Err(InvalidField::new(
                 "data.replay_capacity",
                 format!("({}) must hold the prefill (data.prefill_steps = {})", self.data.replay_capacity, self.data.prefill_steps),
-            );
+            ));
         }
-        if !(self.pipeline.replay_ratio.is_finite() && self.pipeline.replay_ratio > 0.0) {
-            return fail("pipeline.replay_ratio", format!("must be a positive number of updates per step, got {}", self.pipeline.replay_ratio));
+        if !(self.pipeline.replay_ratio.is_finite() && self.pipeline.replay_ratio > 0.0 && self.pipeline.replay_ratio <= 1e6) {
+            return Err(InvalidField::new(
+                "pipeline.replay_ratio",
+                format!("must be a positive number of updates per step, at most 1e6, got {}", self.pipeline.replay_ratio),
+            ));
         }
-        if self.eval.iwae_samples.is_empty() || self.eval.iwae_samples.contains(&0) {
-            return fail("eval.iwae_samples", format!("must be a non-empty list of positive counts, got {:?}", self.eval.iwae_samples));
+        if self.eval.iwae_samples.is_empty() || self.eval.iwae_samples.iter().any(|&k| k == 0 || k > 100_000) {
+            return Err(InvalidField::new(
+                "eval.iwae_samples",
+                format!("must be a non-empty list of counts between 1 and 100000, got {:?}", self.eval.iwae_samples),
+            ));
         }
-        if let CollectPolicy::Actor(agent) = &self.data.policy
-            && let Err((field, message)) = agent.check()
-        {
-            return fail(&format!("data.policy.Actor.{field}"), message);
-        }
-        if self.eval.horizons.is_empty() || self.eval.horizons.contains(&0) {
-            return fail("eval.horizons", format!("must be a non-empty list of positive horizons, got {:?}", self.eval.horizons));
+        if self.eval.horizons.is_empty() || self.eval.horizons.iter().any(|&h| h == 0 || h > 1000) {
+            return Err(InvalidField::new(
+                "eval.horizons",
+                format!("must be a non-empty list of horizons between 1 and 1000, got {:?}", self.eval.horizons),
+            ));
         }
         Ok(())
     }
@@ -317,14 +345,9 @@ impl TrainConfig {
     }
 }
 
-/// A value out of range: the dotted field path and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidField {
-    /// Dotted path, e.g. `optim.lr`.
-    pub field: String,
-    /// What is wrong, with the bad value.
-    pub message: String,
-}
+/// A value out of range: the dotted field path and what is wrong with it (the one type every
+/// config's `validate` returns).
+pub use wm_models::InvalidField;
 
 /// Walks a dotted path through the JSON form of the config, stepping through an enum's variant
 /// object (`{"Cvae": {...}}`) when the path does not name the variant.
@@ -424,7 +447,7 @@ mod tests {
     #[test]
     fn zero_batch_is_rejected() {
         let message = parse(GOOD, &["optim.batch_size=0"]).unwrap_err().to_string();
-        assert_eq!(message, "--set: field `optim.batch_size` must be at least 1, got 0");
+        assert_eq!(message, "--set: field `optim.batch_size` must be between 1 and 65536, got 0");
     }
 
     #[test]

@@ -1,26 +1,35 @@
 //! Training, evaluation, checkpoints and TensorBoard logging for worldmodel's transition models.
 //!
-//! The pieces, in the order a run uses them: [`config`] (parse, override, validate), [`run`]
-//! (the run folder), [`data`] (collect episodes, make tensors), [`trainer`] (the loop),
-//! [`grad`] (global-norm clipping), [`eval`] (held-out metrics), [`checkpoint`] (atomic,
-//! checksummed), [`tensorboard`] (event files), [`plot`] (imagined against real trajectories).
+//! The pieces, in the order a run uses them: [`config`] (parse, override, validate), [`model`]
+//! (the models and [`TrainableModel`], the one interface the trainer sees), [`run`] (the run
+//! folder), [`data`] (collect episodes, make tensors), [`trainer`] (the loop), [`update`] (the
+//! update and the non-finite guard), [`state`] (the learner and its checkpoint), [`grad`]
+//! (global-norm clipping), [`eval`] (held-out metrics), [`checkpoint`] (one atomic,
+//! checksummed file), [`logging`] and [`tensorboard`] (event files), [`plot`] (imagined
+//! against real trajectories), [`error`].
 
 pub mod acting;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod eval;
 pub mod limiter;
+pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod plot;
 pub mod run;
 pub mod solve;
+pub mod state;
 pub mod tensorboard;
 pub mod trainer;
+pub mod update;
 
 pub use config::TrainConfig;
 /// Global gradient-norm clipping (lives with the models, which all use it).
 pub use wm_models::grad;
-pub use model::{AnyModel, ModelConfig};
-pub use trainer::{TrainError, TrainOptions, TrainOutcome, load_for_eval, resume, train, update_step};
+pub use model::{AnyModel, Batch, BatchKind, ModelConfig, TrainableModel};
+pub use error::TrainError;
+pub use trainer::{TrainOptions, TrainOutcome, load_for_eval, resume, train};
+pub use update::{StepOutcome, update_step};

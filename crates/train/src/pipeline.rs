@@ -28,7 +28,7 @@ use wm_replay::{Episode, EpisodeBuilder, ReplayBuffer, ReplaySpec};
 use crate::acting::Actor;
 use crate::config::CollectPolicy;
 use crate::limiter::RateLimiter;
-use crate::trainer::TrainError;
+use crate::error::TrainError;
 
 /// Makes worker `index`'s environment.
 pub type EnvFactory = Arc<dyn Fn(usize) -> Result<Box<dyn Env>, EnvError> + Send + Sync>;

@@ -1,6 +1,8 @@
-//! The training loop of a transition model, readable top to bottom: prepare the run (folder,
-//! data, model, optimiser, or all of it from a checkpoint), then update, log, evaluate and save
-//! on named schedules, then evaluate in full and write `eval.json`.
+//! The training loop, readable top to bottom: prepare the run (folder, data, and the learner
+//! fresh or from its checkpoint), then update, log, evaluate and save on named schedules, then
+//! evaluate in full and write `eval.json`. The parts live beside it: [`crate::error`],
+//! [`crate::state`] (the learner and its checkpoint), [`crate::update`] (the update and the
+//! non-finite guard), [`crate::logging`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,100 +10,30 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::store::ModuleRecord;
-use burn::tensor::Bytes;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use wm_agent::ActorCritic;
 use wm_backend::{Device, DeviceSpec};
-use wm_models::{AnyTransitionModel, LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionTensors};
-use wm_agent::{ActorCritic, AgentBytes};
-use wm_imagine::{Context, WorldModel};
-use wm_replay::{LoadMode, ReplayBuffer, SequenceBatch, SequenceMode};
+use wm_models::Normalizer;
+use wm_replay::{LoadMode, ReplayBuffer};
 
-use crate::checkpoint::{Checkpoint, CheckpointMeta};
-use crate::config::{CollectPolicy, TrainConfig};
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::config::{ConfigError, TrainConfig};
 use crate::data::{all_transitions, collect_episodes, model_spec, replay_spec, to_tensors};
+use crate::error::io_error;
 use crate::eval::{EvalOptions, EvalReport, evaluate_any};
+use crate::logging::{log_pipeline, log_report, log_update, progress_bar};
 use crate::model::AnyModel;
-use crate::grad::clip_global_norm;
 use crate::pipeline::{self, Control, Ended, PipelineSetup, PipelineStats, WeightsSlot};
 use crate::run::RunFolder;
+use crate::state::{Learner, restore_model};
 use crate::tensorboard::TensorBoard;
+use crate::update::{NonFiniteGuard, agent_update};
+
+pub use crate::error::TrainError;
+pub use crate::update::{StepOutcome, sequence_tensors, update_from_replay, update_step};
 
 /// Seeds of held-out episodes are offset from the training seed by this, so the two never share
 /// an episode.
 pub const EVAL_SEED_OFFSET: u64 = 1_000_003;
-
-/// Errors of a training or evaluation run; each names what it was doing.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// Bad config.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// Bad device.
-    #[error(transparent)]
-    Device(#[from] wm_backend::BackendError),
-    /// Environment or collection failure.
-    #[error(transparent)]
-    Collect(#[from] crate::data::CollectError),
-    /// Replay file failure.
-    #[error(transparent)]
-    Replay(#[from] wm_replay::ReplayError),
-    /// Checkpoint failure.
-    #[error(transparent)]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
-    /// A file in the run folder.
-    #[error("{operation} {path}: {source}")]
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The run folder's contents do not fit together.
-    #[error("run {run}: {message}")]
-    Run {
-        /// The run folder.
-        run: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// A rollout worker failed; the run was stopped.
-    #[error("rollout worker {worker} failed: {error}")]
-    Worker {
-        /// The worker's index.
-        worker: usize,
-        /// Its error or panic message.
-        error: String,
-    },
-    /// Every worker stopped without a word (should not happen: workers report their errors).
-    #[error("every rollout worker stopped without reporting an error")]
-    WorkersGone,
-    /// Ctrl-C: the run stopped at a safe point after saving its checkpoint.
-    #[error("interrupted at update {update}; the checkpoint is saved: continue with `wm train --resume {}`", run.display())]
-    Interrupted {
-        /// The update reached.
-        update: u64,
-        /// The run folder.
-        run: PathBuf,
-    },
-    /// The loss became NaN or infinite.
-    #[error("the loss diverged at update {update}: {terms}")]
-    Diverged {
-        /// The update.
-        update: u64,
-        /// The loss terms at that update.
-        terms: String,
-    },
-}
-
-fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
-    move |source| TrainError::Io { operation, path: path.to_path_buf(), source }
-}
 
 /// How to run `train`.
 #[derive(Debug, Clone)]
@@ -133,23 +65,6 @@ pub struct TrainOutcome {
     pub pipeline_seconds: f64,
 }
 
-/// The model's host-side state saved with its parameters.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum ModelState {
-    Transition { spec: ModelSpec, normalizer: Normalizer, residual_std: Option<Vec<f32>> },
-    Rssm { spec: ModelSpec },
-}
-
-/// A model, its optimiser and the sampling RNG: what a checkpoint restores; and the
-/// actor-critic when the acting policy is the actor.
-struct Learner {
-    model: AnyModel,
-    optimizer: ModuleOptimizer,
-    rng: ChaCha8Rng,
-    update: u64,
-    agent: Option<ActorCritic>,
-}
-
 /// Everything a run needs, prepared fresh or from a run folder.
 struct Prepared {
     config: TrainConfig,
@@ -161,27 +76,40 @@ struct Prepared {
     env_steps: u64,
 }
 
-/// Starts a new run from `config`.
+/// Starts a new run from `config`. The config is validated and the device started before the
+/// run folder is created, so a bad config or device leaves nothing on disk.
 pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    config
+        .validate()
+        .map_err(|invalid| ConfigError::Invalid { location: "config".into(), field: invalid.field, message: invalid.message })?;
+    let device = options.device.init()?;
     let run = RunFolder::create(&options.runs_dir, &config.env, config.model.kind(), config.seed)
         .map_err(io_error("creating run folder in", &options.runs_dir))?;
     std::fs::write(run.config(), config.to_ron()).map_err(io_error("writing", &run.config()))?;
-    let device = options.device.init()?;
-    let prepared = prepare(config, run, &device, None)?;
+    let prepared = prepare(config, run, &device, None, None)?;
     run_loop(prepared, options, &device)
 }
 
 /// Continues the run in `run_dir` from its checkpoint, with the same data and config; `overrides`
-/// (`schedule.updates=N` to extend a run) are applied and the config saved back.
+/// (`schedule.updates=N` to extend a run) are applied and validated, then checked against the
+/// checkpoint (the saved parameters must fit the overridden model), and only then is
+/// `config.ron` rewritten (the previous one kept as `config.prev.ron`): a failed resume changes
+/// nothing on disk. A run killed before its first checkpoint resumes from update 0 with the
+/// replay it has.
 pub fn resume(run_dir: &Path, overrides: &[String], options: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     let run = RunFolder::open(run_dir);
     let config = TrainConfig::load(&run.config(), overrides)?;
-    if !overrides.is_empty() {
-        std::fs::write(run.config(), config.to_ron()).map_err(io_error("writing", &run.config()))?;
-    }
-    let checkpoint = Checkpoint::load(&run.checkpoint())?;
     let device = options.device.init()?;
-    let prepared = prepare(config, run, &device, Some(checkpoint))?;
+    let checkpoint = match Checkpoint::load(&run.checkpoint()) {
+        Ok(checkpoint) => Some(checkpoint),
+        Err(CheckpointError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && run.train_replay().is_file() => None,
+        Err(CheckpointError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TrainError::Run { run: run.dir.clone(), message: "has neither a checkpoint nor replay: there is nothing to resume".into() });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let rewrite = (!overrides.is_empty()).then_some(&config).cloned();
+    let prepared = prepare(config, run, &device, checkpoint, rewrite.as_ref())?;
     run_loop(prepared, options, &device)
 }
 
@@ -198,42 +126,40 @@ pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, An
     Ok((config, model, eval_buffer, update))
 }
 
-fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device, run: &RunFolder) -> Result<AnyModel, TrainError> {
-    let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
-    if checkpoint.meta.model_kind != config.model.kind() {
-        return Err(run_error(format!(
-            "the checkpoint holds a {} model but config.ron configures a {}",
-            checkpoint.meta.model_kind,
-            config.model.kind()
-        )));
+/// Writes `config` as the run's `config.ron` atomically, keeping the previous one as
+/// `config.prev.ron`.
+fn rewrite_config(run: &RunFolder, config: &TrainConfig) -> Result<(), TrainError> {
+    let path = run.config();
+    let previous = path.with_file_name("config.prev.ron");
+    std::fs::copy(&path, &previous).map_err(io_error("keeping the previous config as", &previous))?;
+    let temporary = path.with_extension("ron.tmp");
+    let written = std::fs::write(&temporary, config.to_ron()).and_then(|()| std::fs::rename(&temporary, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
     }
-    let state: ModelState = serde_json::from_value(checkpoint.meta.model_state.clone())
-        .map_err(|error| run_error(format!("the checkpoint's model state is unreadable: {error}")))?;
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.model_bytes.clone()))
-        .map_err(|error| run_error(format!("the checkpoint's model record is unreadable: {error:?}")))?;
-    let (spec, normalizer, residual_std) = match state {
-        ModelState::Transition { spec, normalizer, residual_std } => (spec, normalizer, residual_std),
-        ModelState::Rssm { spec } => {
-            let identity = Normalizer::identity(spec.obs_dim);
-            (spec, identity, None)
-        }
-    };
-    let mut model = config
-        .model
-        .init(&spec, normalizer, device)
-        .try_load_record(record)
-        .map_err(|error| run_error(format!("the checkpoint's parameters do not fit the configured model: {error:?}")))?;
-    if let (Some(std), AnyModel::Transition(transition)) = (residual_std, &mut model) {
-        transition.set_residual_std(std);
-    }
-    Ok(model)
+    written.map_err(io_error("writing", &path))
 }
 
-fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Option<Checkpoint>) -> Result<Prepared, TrainError> {
+/// Opens the run's replay (completing the prefill and the held-out episodes), and builds the
+/// learner fresh or from `checkpoint`. `rewrite` (a resume with overrides) is written as
+/// `config.ron` once the replay is open and the checkpoint has been restored with it, before
+/// anything else is written.
+fn prepare(
+    config: TrainConfig,
+    run: RunFolder,
+    device: &Device,
+    checkpoint: Option<Checkpoint>,
+    rewrite: Option<&TrainConfig>,
+) -> Result<Prepared, TrainError> {
     let mut env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
     let spec = replay_spec(env.as_ref());
     let (mut train_buffer, _) = ReplayBuffer::open(run.train_replay(), spec.clone(), config.data.replay_capacity, LoadMode::Strict)?;
     let (mut eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), spec, eval_capacity(&config), LoadMode::Strict)?;
+    let training_device = device.clone().autodiff();
+    let restored = checkpoint.as_ref().map(|checkpoint| Learner::restore(&config, checkpoint, &training_device, &run)).transpose()?;
+    if let Some(config) = rewrite {
+        rewrite_config(&run, config)?;
+    }
     // The prefill is collected here, in order and seeded, before the rollout workers start; a
     // resumed run finds it in the replay file (and completes it if it was stopped while
     // prefilling).
@@ -250,215 +176,21 @@ fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Opt
     train_buffer.flush()?;
     eval_buffer.flush()?;
 
-    let training_device = device.clone().autodiff();
-    let optimizer = AdamConfig::new().with_epsilon(config.optim.eps).init();
     let env_steps = checkpoint.as_ref().map_or(0, |c| c.meta.env_steps).max(train_buffer.n_transitions() as u64);
-    let learner = match checkpoint {
+    let learner = match restored {
+        Some(learner) => learner,
         None => {
-            training_device.seed(config.seed);
             let data = all_transitions(&train_buffer, usize::MAX);
             let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
-            let model = config.model.init(&model_spec(env.as_ref()), normalizer, &training_device);
-            let agent = match &config.data.policy {
-                CollectPolicy::Actor(agent) => Some(ActorCritic::new(agent, feature_dim(&model), &model_spec(env.as_ref()).action, &training_device)),
-                _ => None,
-            };
-            Learner { model, optimizer, rng: ChaCha8Rng::seed_from_u64(config.seed), update: 0, agent }
-        }
-        Some(checkpoint) => {
-            // The device RNG (reparameterisation noise) cannot be saved; reseeding it from the
-            // update count keeps a resumed run reproducible, though not identical to an
-            // uninterrupted one.
-            training_device.seed(config.seed ^ checkpoint.meta.update.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let model = restore_model(&config, &checkpoint, &training_device, &run)?;
-            let optimizer = optimizer
-                .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer_bytes.clone()))
-                .map_err(|error| TrainError::Run { run: run.dir.clone(), message: format!("the optimiser state is unreadable: {error:?}") })?;
-            let rng = rng_from_json(&checkpoint.meta.rng_state)
-                .ok_or_else(|| TrainError::Run { run: run.dir.clone(), message: "the checkpoint's RNG state is unreadable".into() })?;
-            let agent = match &config.data.policy {
-                CollectPolicy::Actor(agent) => Some(load_agent(agent, &model, &run, &training_device, checkpoint.meta.update)?),
-                _ => None,
-            };
-            Learner { model, optimizer, rng, update: checkpoint.meta.update, agent }
+            Learner::fresh(&config, &model_spec(env.as_ref()), normalizer, &training_device)
         }
     };
     Ok(Prepared { config, run, train_buffer, eval_buffer, learner, env_steps })
 }
 
-fn rng_to_json(rng: &ChaCha8Rng) -> serde_json::Value {
-    serde_json::json!({ "seed": rng.get_seed(), "stream": rng.get_stream(), "word_pos": rng.get_word_pos().to_string() })
-}
-
-fn rng_from_json(value: &serde_json::Value) -> Option<ChaCha8Rng> {
-    let seed: [u8; 32] = serde_json::from_value(value.get("seed")?.clone()).ok()?;
-    let mut rng = ChaCha8Rng::from_seed(seed);
-    rng.set_stream(value.get("stream")?.as_u64()?);
-    rng.set_word_pos(value.get("word_pos")?.as_str()?.parse().ok()?);
-    Some(rng)
-}
-
-/// Width of the features the actor and critic read from `model`'s states.
-fn feature_dim(model: &AnyModel) -> usize {
-    match model {
-        AnyModel::Transition(model) => model.feature_dim(),
-        AnyModel::Rssm(model) => WorldModel::feature_dim(model),
-    }
-}
-
-/// Restores the actor-critic saved beside the model's checkpoint (`agent.wmck`).
-fn load_agent(config: &wm_agent::ActorCriticConfig, model: &AnyModel, run: &RunFolder, device: &Device, update: u64) -> Result<ActorCritic, TrainError> {
-    let path = run.agent_checkpoint();
-    let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
-    let saved = Checkpoint::load(&path)?;
-    if saved.meta.update != update {
-        return Err(run_error(format!("{} is from update {} but the model's checkpoint from update {update}", path.display(), saved.meta.update)));
-    }
-    let bytes = AgentBytes { nets: saved.model_bytes, optimizer: saved.optimizer_bytes, state: saved.meta.model_state.to_string() };
-    let spec = match model {
-        AnyModel::Transition(m) => m.spec().action.clone(),
-        AnyModel::Rssm(m) => m.spec().action.clone(),
-    };
-    ActorCritic::from_bytes(config, feature_dim(model), &spec, device, &bytes).map_err(|error| run_error(format!("{}: {error}", path.display())))
-}
-
-/// Start states for the actor-critic, sampled from the replay on `device` (without autodiff):
-/// about `starts` observations for the one-step models; for the RSSM, every posterior state of
-/// `starts / 16` replayed sequences of 16 steps (Dreamer starts from all posterior states of a
-/// batch).
-fn agent_update(agent: &mut ActorCritic, model: &AnyModel, replay: &ReplayBuffer, rng: &mut ChaCha8Rng, device: &Device) -> Result<std::collections::BTreeMap<String, f64>, TrainError> {
-    let starts = agent.config().starts;
-    Ok(match model {
-        AnyModel::Transition(model) => {
-            let batch = replay.sample_transitions(rng, starts)?;
-            let obs = to_tensors(&batch, 0..batch.batch_size, device).obs;
-            agent.update(model, &obs)
-        }
-        AnyModel::Rssm(model) => {
-            const START_SEQ_LEN: usize = 16;
-            let batch = replay.sample_sequences(rng, starts.div_ceil(START_SEQ_LEN).max(1), START_SEQ_LEN, SequenceMode::Straddle)?;
-            let context = Context::from_sequences(&sequence_tensors(&batch, device));
-            let states = model.start_every_step(&context, true);
-            agent.update(model, &states)
-        }
-    })
-}
-
-fn save_checkpoint(learner: &Learner, run: &RunFolder, config: &TrainConfig, env_steps: u64) -> Result<(), TrainError> {
-    let run_error = |message: String| TrainError::Run { run: run.dir.clone(), message };
-    // The actor-critic first: a kill between the two files leaves a newer agent beside the older
-    // model checkpoint, which `load_agent` reports instead of mixing them.
-    if let Some(agent) = &learner.agent {
-        let bytes = agent.to_bytes().map_err(|e| run_error(format!("serialising the actor-critic: {e}")))?;
-        let checkpoint = Checkpoint {
-            meta: CheckpointMeta {
-                update: learner.update,
-                env_steps,
-                model_kind: "actor_critic".into(),
-                config_ron: config.to_ron(),
-                model_state: serde_json::from_str(&bytes.state).expect("the agent state is JSON"),
-                rng_state: serde_json::Value::Null,
-                writer_version: env!("CARGO_PKG_VERSION").to_string(),
-            },
-            model_bytes: bytes.nets,
-            optimizer_bytes: bytes.optimizer,
-        };
-        checkpoint.save_atomic(&run.agent_checkpoint())?;
-    }
-    let state = match &learner.model {
-        AnyModel::Transition(model) => ModelState::Transition {
-            spec: model.spec().clone(),
-            normalizer: model.normalizer().clone(),
-            residual_std: model.residual_std().map(<[f32]>::to_vec),
-        },
-        AnyModel::Rssm(model) => {
-            let spec = model.spec();
-            ModelState::Rssm { spec: ModelSpec { obs_dim: spec.obs_dim, action: spec.action.clone() } }
-        }
-    };
-    let model_bytes = learner.model.clone().into_record().into_bytes().map_err(|e| run_error(format!("serialising the model: {e:?}")))?;
-    let optimizer_bytes = learner.optimizer.into_bytes().map_err(|e| run_error(format!("serialising the optimiser: {e:?}")))?;
-    let checkpoint = Checkpoint {
-        meta: CheckpointMeta {
-            update: learner.update,
-            env_steps,
-            model_kind: learner.model.kind().to_string(),
-            config_ron: config.to_ron(),
-            model_state: serde_json::to_value(&state).expect("model state should serialise"),
-            rng_state: rng_to_json(&learner.rng),
-            writer_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        model_bytes: model_bytes.to_vec(),
-        optimizer_bytes: optimizer_bytes.to_vec(),
-    };
-    checkpoint.save_atomic(&run.checkpoint())?;
-    Ok(())
-}
-
-/// One gradient update: loss, backward, global-norm clipping, Adam. Returns the updated model,
-/// the loss (for logging) and the gradient norm before clipping. `wm bench` times exactly this.
-pub fn update_step(
-    model: AnyTransitionModel,
-    optimizer: &mut ModuleOptimizer,
-    batch: &TransitionTensors,
-    lr: f64,
-    grad_clip: f32,
-) -> (AnyTransitionModel, LossOutput, f32) {
-    let loss = model.loss(batch);
-    let mut grads = GradientsParams::from_grads(loss.total.backward(), &model);
-    let grad_norm = clip_global_norm(&model, &mut grads, grad_clip);
-    (optimizer.step(lr, model, grads), loss, grad_norm)
-}
-
-/// One update of any model from a batch sampled out of `replay`: transitions for the one-step
-/// models, sequences for the RSSM. Returns the updated model, the loss and the gradient norm
-/// before clipping. This is the step `wm train` runs and `wm bench update` times.
-pub fn update_from_replay(
-    model: AnyModel,
-    optimizer: &mut ModuleOptimizer,
-    replay: &ReplayBuffer,
-    rng: &mut ChaCha8Rng,
-    optim: &crate::config::OptimConfig,
-    device: &Device,
-) -> Result<(AnyModel, LossOutput, f32), TrainError> {
-    Ok(match model {
-        AnyModel::Transition(model) => {
-            let batch = replay.sample_transitions(rng, optim.batch_size)?;
-            let batch = to_tensors(&batch, 0..batch.batch_size, device);
-            let (model, loss, grad_norm) = update_step(model, optimizer, &batch, optim.lr, optim.grad_clip);
-            (AnyModel::Transition(model), loss, grad_norm)
-        }
-        AnyModel::Rssm(model) => {
-            // Straddling sequences (is_first marks each episode start) so that short episodes,
-            // like random CartPole ones, still fill `seq_len` steps.
-            let batch = replay.sample_sequences(rng, optim.batch_size, optim.seq_len, SequenceMode::Straddle)?;
-            let batch = sequence_tensors(&batch, device);
-            let (model, loss) = wm_rssm::update_step(model, optimizer, &batch, optim.lr, optim.grad_clip);
-            let grad_norm = loss.metrics.get("grad_norm").copied().unwrap_or(f64::NAN) as f32;
-            (AnyModel::Rssm(model), loss, grad_norm)
-        }
-    })
-}
-
 /// Capacity of the held-out replay: room for the configured episodes and their overshoot.
 fn eval_capacity(config: &TrainConfig) -> usize {
     config.data.eval_steps * 2 + 1000
-}
-
-/// A replay sequence batch as tensors on `device`.
-pub fn sequence_tensors(batch: &SequenceBatch, device: &Device) -> wm_rssm::SequenceTensors {
-    wm_rssm::SequenceTensors::from_host(
-        &batch.obs,
-        &batch.actions,
-        &batch.rewards,
-        &batch.is_first,
-        &batch.is_terminal,
-        batch.batch_size,
-        batch.seq_len,
-        batch.obs_dim,
-        batch.action_width,
-        device,
-    )
 }
 
 /// The schedules, named.
@@ -485,6 +217,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     let total_updates = config.schedule.updates as u64;
     let progress = progress_bar(total_updates, first_update, options.progress);
     let mut window_start = (Instant::now(), first_update);
+    let mut guard = NonFiniteGuard::new(config.schedule.max_nonfinite_in_a_row, learner.nonfinite_updates);
 
     // Rollout workers act on flex (the CPU) whatever the learner's device: the slot copies each
     // published model and actor there on this thread, so no libtorch or GPU tensor reaches a worker.
@@ -514,33 +247,23 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         Ended::Done
     } else {
         let (ended, stats) = pipeline::run(&setup, &mut train_buffer, &weights, &options.interrupt, |replay, stats| {
-            let (model, loss, grad_norm) =
+            let (model, outcome) =
                 update_from_replay(learner.model.clone(), &mut learner.optimizer, replay, &mut learner.rng, &config.optim, &training_device)?;
             learner.model = model;
             learner.update += 1;
             let update = learner.update;
+            // Divergence is checked at every update, before anything is written.
+            guard.record(update, &outcome)?;
+            learner.nonfinite_updates = guard.total;
             let agent_metrics = match &mut learner.agent {
                 Some(agent) => Some(agent_update(agent, &learner.model.valid(), replay, &mut learner.rng, device)?),
                 None => None,
             };
 
             if should(config.schedule.log_every, update) || update == total_updates {
-                let total = loss.total.clone().into_scalar::<f32>();
-                let terms: Vec<(String, f64)> =
-                    loss.terms.iter().map(|(name, term)| (name.clone(), f64::from(term.clone().into_scalar::<f32>()))).collect();
-                if !total.is_finite() {
-                    let described: Vec<String> = terms.iter().map(|(n, v)| format!("{n}={v}")).collect();
-                    return Err(TrainError::Diverged { update, terms: described.join(", ") });
-                }
-                tensorboard.scalar("loss/total", f64::from(total), update);
-                tensorboard.scalars("loss", terms.iter().map(|(n, v)| (n.as_str(), *v)), update);
-                tensorboard.scalars("train", loss.metrics.iter().map(|(n, v)| (n.as_str(), *v)), update);
-                tensorboard.scalar("train/grad_norm", f64::from(grad_norm), update);
-                if let Some(metrics) = &agent_metrics {
-                    tensorboard.scalars("agent", metrics.iter().map(|(n, v)| (n.as_str(), *v)), update);
-                }
+                log_update(&mut tensorboard, &outcome, agent_metrics.as_ref(), guard.total, update);
                 log_pipeline(&mut tensorboard, stats, update, &mut window_start);
-                progress.set_message(format!("loss {total:.4}, {} env steps", stats.inserted_steps));
+                progress.set_message(format!("loss {:.4}, {} env steps", outcome.total, stats.inserted_steps));
             }
             progress.set_position(update);
 
@@ -557,7 +280,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
             }
             if should(config.schedule.checkpoint_every, update) {
                 replay.sync()?;
-                save_checkpoint(&learner, &run, &config, stats.inserted_steps)?;
+                learner.save(&run, &config, stats.inserted_steps)?;
             }
             if should(config.pipeline.weight_sync_every, update) {
                 weights.publish(update, learner.model.valid(), learner.agent.as_ref().map(ActorCritic::policy));
@@ -572,21 +295,17 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     progress.finish_and_clear();
     train_buffer.sync()?;
     if ended == Ended::Interrupted {
-        save_checkpoint(&learner, &run, &config, env_steps_now)?;
+        learner.save(&run, &config, env_steps_now)?;
         tensorboard.flush();
         return Err(TrainError::Interrupted { update: learner.update, run: run.dir.clone() });
     }
 
-    // The expectation model's likelihood uses the variance of its training residuals (the
-    // other models have nothing to fit and return None).
+    // What a model fits once its parameters are final (the expectation model's residual
+    // variance, for its likelihood).
     let data = all_transitions(&train_buffer, 20_000);
     let batches: Vec<_> = (0..data.batch_size).step_by(1024).map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device)).collect();
-    if let AnyModel::Transition(model) = &mut learner.model
-        && let Some(std) = model.valid().fit_residual_std(batches.iter())
-    {
-        model.set_residual_std(std);
-    }
-    save_checkpoint(&learner, &run, &config, env_steps_now)?;
+    learner.model.fit_after_training(batches.iter());
+    learner.save(&run, &config, env_steps_now)?;
 
     let full = EvalOptions {
         iwae_samples: if learner.model.kind() == "cvae" { config.eval.iwae_samples.clone() } else { vec![1] },
@@ -626,47 +345,3 @@ fn policy_returns(model: &AnyModel, agent: Option<&ActorCritic>, config: &TrainC
     Ok((results.iter().map(|r| r.0).sum::<f64>() / n, results.iter().map(|r| r.1 as f64).sum::<f64>() / n))
 }
 
-/// Writes the pipeline's throughput and health under `perf/`.
-fn log_pipeline(tensorboard: &mut TensorBoard, stats: &PipelineStats, update: u64, window_start: &mut (Instant, u64)) {
-    let elapsed = window_start.0.elapsed().as_secs_f64();
-    tensorboard.scalar("perf/updates_per_s", (update - window_start.1) as f64 / elapsed.max(1e-9), update);
-    *window_start = (Instant::now(), update);
-    tensorboard.scalar("perf/env_steps_per_s", stats.env_steps_per_s, update);
-    tensorboard.scalar("perf/replay_ratio", stats.achieved_ratio, update);
-    tensorboard.scalar("perf/channel_depth", stats.channel_depth as f64, update);
-    tensorboard.scalar("perf/learner_busy_fraction", stats.busy_fraction, update);
-    for (worker, lag) in stats.weight_lag.iter().enumerate() {
-        tensorboard.scalar(&format!("perf/weight_lag_worker{worker}"), *lag as f64, update);
-    }
-    tensorboard.scalar("data/env_steps", stats.inserted_steps as f64, update);
-}
-
-/// Writes an evaluation's headline numbers under `eval/`.
-pub fn log_report(tensorboard: &mut TensorBoard, report: &EvalReport) {
-    let step = report.update;
-    for entry in &report.nll {
-        tensorboard.scalar(&format!("eval/nll_k{}", entry.k), entry.nats_per_dim, step);
-    }
-    let dims = report.one_step_rmse_per_dim.len().max(1) as f64;
-    let mean_square: f64 = report.one_step_rmse_per_dim.iter().map(|r| r * r).sum::<f64>() / dims;
-    tensorboard.scalar("eval/one_step_rmse", mean_square.sqrt(), step);
-    for entry in &report.open_loop {
-        tensorboard.scalar(&format!("eval/open_loop_rmse_h{}", entry.horizon), entry.rmse, step);
-    }
-    tensorboard.scalar("eval/reward_rmse", report.reward_rmse, step);
-    tensorboard.scalar("eval/termination_accuracy", report.termination_accuracy, step);
-}
-
-fn progress_bar(total: u64, position: u64, enabled: bool) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
-    }
-    // Draws to stderr, and not at all when stderr is not a terminal.
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} updates [{elapsed_precise} < {eta_precise}] {msg}")
-            .expect("the progress template should be valid"),
-    );
-    bar.set_position(position);
-    bar
-}
