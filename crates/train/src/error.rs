@@ -81,10 +81,6 @@ pub enum TrainError {
     },
 }
 
-fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
-    move |source| TrainError::Io { operation, path: path.to_path_buf(), source }
-}
-
 pub(crate) fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
     move |source| TrainError::Io { operation, path: path.to_path_buf(), source }
 }
