@@ -59,7 +59,7 @@ fn train_writes_a_run_folder_that_eval_reloads_and_resume_continues() {
     let scalars = wm_train::tensorboard::read_scalars(&run).expect("event file should parse");
     let steps: Vec<i64> = scalars.iter().filter(|s| s.tag == "loss/total").map(|s| s.step).collect();
     assert_eq!(steps, vec![5, 10, 15, 20], "loss/total logged every 5 updates");
-    for tag in ["loss/recon", "loss/kl", "loss/reward", "loss/termination", "train/grad_norm", "perf/updates_per_s", "eval/nll_k8"] {
+    for tag in ["loss/recon", "loss/kl", "loss/reward", "loss/termination", "train/grad_norm", "train/nonfinite_updates", "perf/updates_per_s", "eval/nll_k8"] {
         assert!(scalars.iter().any(|s| s.tag == tag), "tag {tag} missing from {:?}", scalars.iter().map(|s| &s.tag).collect::<Vec<_>>());
     }
 
