@@ -4,6 +4,7 @@ mod config_errors;
 mod config_walk;
 mod device;
 mod env;
+mod nonfinite;
 mod resume;
 #[cfg(feature = "tch")]
 mod tch;
