@@ -18,6 +18,7 @@ pub mod run;
 pub mod solve;
 pub mod tensorboard;
 pub mod trainer;
+pub mod world_model;
 
 pub use config::TrainConfig;
 /// Global gradient-norm clipping (lives with the models, which all use it).
