@@ -3,7 +3,7 @@
 //! matches on the model kind: the match lives here, once per method.
 
 use burn::tensor::{Device, Tensor};
-use wm_imagine::{Context, ImagineActions, Rollout, StepPrediction, WorldModel};
+use wm_imagine::{Context, StepPrediction, WorldModel};
 use wm_models::ActionSpec;
 use wm_rssm::RssmState;
 
@@ -128,17 +128,13 @@ impl WorldModel for AnyModel {
             (model, _) => panic!("a {} model was given the state of another kind of model", model.kind()),
         }
     }
-
-    /// The one loop of the trait, over the inner model's steps (the policy sees `AnyState`s).
-    fn imagine(&self, start: &AnyState, actions: ImagineActions<'_, AnyState>, sample: bool) -> Rollout<AnyState> {
-        wm_imagine::imagine_by_steps(self, start, actions, sample)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::ModelConfig;
+    use wm_imagine::{ImagineActions, Rollout};
     use burn::tensor::{Distribution, TensorData};
     use wm_models::{DeterministicMlpConfig, ModelSpec, Normalizer};
     use wm_rssm::RssmConfig;
