@@ -99,8 +99,8 @@ pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
     };
     let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if !args.json {
-        println!("| config | model | policy | memory | threads | steps | median steps/s | min | max | median ms/step |");
-        println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|");
+        println!("| config | env | model | policy | memory | threads | steps | median steps/s | min | max | median ms/step |");
+        println!("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|");
     }
     for name in &args.memory {
         let mut memory = match name.as_str() {
@@ -151,8 +151,8 @@ pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&result)?);
         } else {
             println!(
-                "| {} | {} | {} | {} | {} | {} x {} | {:.2} | {:.2} | {:.2} | {:.1} |",
-                result.config, result.model, result.policy, result.memory, result.threads, result.repeats, result.steps,
+                "| {} | {} | {} | {} | {} | {} | {} x {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                result.config, result.env, result.model, result.policy, result.memory, result.threads, result.repeats, result.steps,
                 result.median_steps_per_s, result.min_steps_per_s, result.max_steps_per_s, result.median_ms_per_step
             );
         }
