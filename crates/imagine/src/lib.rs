@@ -399,8 +399,9 @@ pub trait WorldModel {
     fn repeat(&self, state: &Self::State, times: usize) -> Self::State;
 
     /// Rolls the model out for `H` steps from `start`: **the** imagination loop of the workspace
-    /// ([`imagine_by_steps`], which calls [`WorldModel::step`] once per step); planners, the
-    /// actor-critic and evaluation all go through it. Models do not override it, except
+    /// ([`imagine_by_steps`], which calls [`WorldModel::step`] once per step); the planners and
+    /// the actor-critic go through it (and `wm_train::world_model` makes it available for any
+    /// model a config names, for evaluation). Models do not override it, except
     /// `wm_plan::TrueDynamics`, which keeps the physics' `f64` state across the steps of a fixed
     /// sequence.
     ///
