@@ -90,6 +90,10 @@ pub enum BenchCommand {
     /// single-threaded collect-then-train loop (the lock-step mode), at a learner-bound and a
     /// data-bound replay ratio: environment steps/s, updates/s, learner busy fraction.
     Pipeline(BenchPipelineArgs),
+    /// Acting steps per second of a rollout worker with a config's acting policy (planner or
+    /// actor) over its model, with the model state carried through the episode and, for
+    /// comparison, rebuilt from the last real steps at every action (see BENCHMARKS.md).
+    Acting(crate::commands::bench_acting::BenchActingArgs),
     /// Closed-loop control over several seeds: trains each seed with a config whose acting
     /// policy is a planner or the actor, reads its evaluation returns against environment
     /// steps, and writes a Markdown table, solve.json and a PNG of the curves with their spread

@@ -1,6 +1,7 @@
 //! The subcommands' implementations. Each returns `anyhow::Result`; `main` prints the chain.
 
 mod bench;
+pub(crate) mod bench_acting;
 mod device;
 mod env;
 mod solve;
@@ -16,6 +17,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
         Command::Bench(BenchCommand::Update(args)) => bench::update(&args),
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args),
+        Command::Bench(BenchCommand::Acting(args)) => bench_acting::acting(&args),
         Command::Bench(BenchCommand::Solve(args)) => solve::solve(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),

@@ -1,5 +1,6 @@
 //! `wm` as a user runs it: output formats, errors and exit codes.
 
+mod bench_acting;
 mod config_errors;
 mod config_walk;
 mod device;

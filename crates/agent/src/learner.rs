@@ -11,7 +11,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use wm_imagine::WorldModel;
+use wm_imagine::{ImagineActions, WorldModel};
 use wm_models::ActionSpec;
 use wm_models::validate::{self, InvalidField};
 use wm_models::grad::clip_global_norm;
@@ -351,33 +351,27 @@ impl ActorCritic {
             .mean(self.nets.critic.valid().forward(features.inner()))
     }
 
-    /// Rolls the policy out in `model` for `horizon` steps from `starts` (no gradients).
+    /// Rolls the policy out in `model` for `horizon` steps from `starts` (no gradients), through
+    /// the one imagination loop ([`WorldModel::imagine`] with a policy): the policy closure
+    /// records the features it reads and the actions it draws.
     fn imagine<M: WorldModel>(&self, model: &M, starts: &M::State) -> Imagined {
         let actor = self.policy();
         let horizon = self.config.horizon;
-        let mut state = starts.clone();
-        let (mut features, mut actions, mut reward, mut cont) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..horizon {
-            let f = model.features(&state).inner().detach();
+        let (mut features, mut actions) = (Vec::with_capacity(horizon + 1), Vec::with_capacity(horizon));
+        let mut policy = |state: &M::State, _obs: &Tensor<2>| {
+            let f = model.features(state).inner().detach();
             let action = actor.forward(f.clone()).sample();
-            let (next, prediction) = model.step(
-                &state,
-                actor.to_raw(action.clone()),
-                self.config.sample_model,
-            );
             features.push(f);
-            actions.push(action);
-            reward.push(prediction.reward.inner().detach());
-            cont.push(prediction.continue_prob.inner().detach());
-            state = next;
-        }
-        features.push(model.features(&state).inner().detach());
+            actions.push(action.clone());
+            actor.to_raw(action)
+        };
+        let rollout = model.imagine(starts, ImagineActions::Policy { horizon, policy: &mut policy }, self.config.sample_model);
+        features.push(model.features(&rollout.last).inner().detach());
         Imagined {
             features: Tensor::cat(features, 0),
             actions: Tensor::cat(actions, 0),
-            reward: Tensor::stack(reward, 1),
-            cont: Tensor::stack(cont, 1),
+            reward: rollout.reward.inner().detach(),
+            cont: rollout.continue_prob.inner().detach(),
         }
     }
 

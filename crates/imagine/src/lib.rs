@@ -69,9 +69,16 @@
 //! assert_eq!(action.dims(), [1, 1]);
 //! ```
 //!
-//! In an agent loop, [`HistoryWindow`] keeps the last real steps of the episode and builds the
-//! [`Context`] for each decision (the RSSM filters it into its state; one-step models read the
-//! last observation).
+//! In an agent loop, carry the model state through the episode: [`WorldModel::start`] from the
+//! first observation, then [`WorldModel::observe_step`] once per real step (the RSSM's posterior
+//! update; one-step models take the new observation), and plan or act from that state
+//! (`wm_plan::Planner::plan_from`). This is what the rollout workers of `wm-train` do. The
+//! simpler [`HistoryWindow`] re-filters the last few real steps at every decision instead
+//! (`T` filter steps per action, and a memory of `T` steps).
+//!
+//! Every rollout goes through one loop, [`WorldModel::imagine`] ([`imagine_by_steps`]):
+//! fixed sequences, a policy closure, and the planners' [`WorldModel::discounted_returns`]
+//! (the same loop, skipping the observations a planner does not read).
 //!
 //! A policy learner uses the trait directly: [`WorldModel::start`] from replayed sequences
 //! ([`Context::from_sequences`]), then [`WorldModel::imagine`] with
@@ -87,7 +94,7 @@ mod one_step;
 mod rssm;
 mod window;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use wm_models::ActionSpec;
 
 pub use env::{ModelEnv, ModelStep};
@@ -253,26 +260,25 @@ impl<S> Rollout<S> {
     /// # Shapes
     /// - returns `[B]`
     pub fn discounted_return(&self, discount: f32) -> Tensor<1> {
-        let [b, h] = self.reward.dims();
-        let device = self.reward.device();
-        let alive = if h == 1 {
-            Tensor::<2>::ones([b, 1], &device)
-        } else {
-            Tensor::cat(
-                vec![
-                    Tensor::<2>::ones([b, 1], &device),
-                    self.continue_prob.clone().narrow(1, 0, h - 1),
-                ],
-                1,
-            )
-            .cumprod(1)
-        };
-        let powers: Vec<f32> = (0..h).map(|i| discount.powi(i as i32)).collect();
-        let powers = Tensor::<2>::from_data(TensorData::new(powers, [1, h]), &device);
-        (self.reward.clone() * alive * powers)
-            .sum_dim(1)
-            .reshape([b])
+        discounted_return(self.reward.clone(), self.continue_prob.clone(), discount)
     }
+}
+
+/// `sum_i discount^i r_i prod_{k < i} c_k` for each row ([`Rollout::discounted_return`]).
+///
+/// # Shapes
+/// - `reward`, `continue_prob`: `[B, H]`; returns `[B]`
+fn discounted_return(reward: Tensor<2>, continue_prob: Tensor<2>, discount: f32) -> Tensor<1> {
+    let [b, h] = reward.dims();
+    let device = reward.device();
+    let alive = if h == 1 {
+        Tensor::<2>::ones([b, 1], &device)
+    } else {
+        Tensor::cat(vec![Tensor::<2>::ones([b, 1], &device), continue_prob.narrow(1, 0, h - 1)], 1).cumprod(1)
+    };
+    let powers: Vec<f32> = (0..h).map(|i| discount.powi(i as i32)).collect();
+    let powers = Tensor::<2>::from_data(TensorData::new(powers, [1, h]), &device);
+    (reward * alive * powers).sum_dim(1).reshape([b])
 }
 
 /// A world model seen from a planner: a batched latent state that starts from real data and
@@ -324,6 +330,24 @@ pub trait WorldModel {
         sample: bool,
     ) -> (Self::State, StepPrediction);
 
+    /// One imagined step that predicts only what a planner scores: the next state, the reward
+    /// `[B]` and the continue probability `[B]`. The default is [`WorldModel::step`] without its
+    /// observation; the RSSM overrides it to skip its decoder.
+    ///
+    /// # Panics
+    /// As [`WorldModel::step`].
+    fn step_reward(&self, state: &Self::State, action: Tensor<2>, sample: bool) -> (Self::State, Tensor<1>, Tensor<1>) {
+        let (next, prediction) = self.step(state, action, sample);
+        (next, prediction.reward, prediction.continue_prob)
+    }
+
+    /// The device a state lives on (where planners put their candidate actions). The default
+    /// reads it from [`WorldModel::observation`]; models whose state holds a tensor override it
+    /// to avoid computing the observation.
+    fn device_of(&self, state: &Self::State) -> Device {
+        self.observation(state).device()
+    }
+
     /// The observation a state stands for: the state itself for one-step models, the decoder
     /// mean for the RSSM.
     ///
@@ -374,9 +398,12 @@ pub trait WorldModel {
     /// - `state`: batch `B`; returns batch `B * times`
     fn repeat(&self, state: &Self::State, times: usize) -> Self::State;
 
-    /// Rolls the model out for `H` steps from `start`. The default steps [`WorldModel::step`]
-    /// `H` times (see [`imagine_by_steps`]); the RSSM overrides it for fixed sequences to decode
-    /// all steps in one batch.
+    /// Rolls the model out for `H` steps from `start`: **the** imagination loop of the workspace
+    /// ([`imagine_by_steps`], which calls [`WorldModel::step`] once per step); the planners and
+    /// the actor-critic go through it (and `wm_train::world_model` makes it available for any
+    /// model a config names, for evaluation). Models do not override it, except
+    /// `wm_plan::TrueDynamics`, which keeps the physics' `f64` state across the steps of a fixed
+    /// sequence.
     ///
     /// # Shapes
     /// - `start`: batch `B`; `ImagineActions::Sequence`: `[B, H, A]`; a policy returns `[B, A]`
@@ -392,10 +419,26 @@ pub trait WorldModel {
     ) -> Rollout<Self::State> {
         imagine_by_steps(self, start, actions, sample)
     }
+
+    /// The predicted discounted return of fixed action sequences from `start`, with the model's
+    /// central prediction (`sample: false`): [`Rollout::discounted_return`] of the rollout, but
+    /// stepped with [`WorldModel::step_reward`] (the same loop without predicting the
+    /// observations). What planners score their candidates with: all `B` rows step together,
+    /// one model step per horizon step.
+    ///
+    /// # Shapes
+    /// - `start`: batch `B`; `actions`: `[B, H, A]`; returns `[B]`
+    ///
+    /// # Panics
+    /// If the actions have the wrong shape or `H = 0`.
+    fn discounted_returns(&self, start: &Self::State, actions: Tensor<3>, discount: f32) -> Tensor<1> {
+        let (_, reward, continue_prob, _) = run_steps(self, start, ImagineActions::Sequence(actions), false, false);
+        discounted_return(reward, continue_prob, discount)
+    }
 }
 
-/// [`WorldModel::imagine`] by calling [`WorldModel::step`] once per step (the trait's default,
-/// public so that overriding models can fall back to it).
+/// [`WorldModel::imagine`]'s loop: [`WorldModel::step`] once per step (public so that a model
+/// overriding `imagine` for one kind of actions can fall back to it for the others).
 ///
 /// # Shapes
 /// As [`WorldModel::imagine`].
@@ -405,6 +448,21 @@ pub fn imagine_by_steps<M: WorldModel + ?Sized>(
     actions: ImagineActions<'_, M::State>,
     sample: bool,
 ) -> Rollout<M::State> {
+    let (obs, reward, continue_prob, last) = run_steps(model, start, actions, sample, true);
+    Rollout { obs: obs.expect("observations were asked for"), reward, continue_prob, last }
+}
+
+/// The one loop: `H` steps from `start`, with [`WorldModel::step`] when `with_obs` (or when a
+/// policy needs the observations), else with [`WorldModel::step_reward`]. Returns the
+/// observations `[B, H, O]` (when computed), rewards and continue probabilities `[B, H]` and
+/// the last state.
+fn run_steps<M: WorldModel + ?Sized>(
+    model: &M,
+    start: &M::State,
+    actions: ImagineActions<'_, M::State>,
+    sample: bool,
+    with_obs: bool,
+) -> (Option<Tensor<3>>, Tensor<2>, Tensor<2>, M::State) {
     let b = model.batch_size(start);
     let w = model.action_spec().raw_width();
     let (horizon, mut sequence, mut policy) = match actions {
@@ -421,6 +479,7 @@ pub fn imagine_by_steps<M: WorldModel + ?Sized>(
         ImagineActions::Policy { horizon, policy } => (horizon, None, Some(policy)),
     };
     assert!(horizon > 0, "imagine needs a horizon > 0");
+    let with_obs = with_obs || policy.is_some();
     let mut obs_now = policy.as_ref().map(|_| model.observation(start));
     let mut state = start.clone();
     let (mut obs, mut reward, mut cont) = (
@@ -443,21 +502,25 @@ pub fn imagine_by_steps<M: WorldModel + ?Sized>(
             }
             (None, None) => unreachable!(),
         };
-        let (next, pred) = model.step(&state, action, sample);
-        if obs_now.is_some() {
-            obs_now = Some(pred.obs.clone());
-        }
-        obs.push(pred.obs);
-        reward.push(pred.reward);
-        cont.push(pred.continue_prob);
+        let next = if with_obs {
+            let (next, pred) = model.step(&state, action, sample);
+            if obs_now.is_some() {
+                obs_now = Some(pred.obs.clone());
+            }
+            obs.push(pred.obs);
+            reward.push(pred.reward);
+            cont.push(pred.continue_prob);
+            next
+        } else {
+            let (next, r, c) = model.step_reward(&state, action, sample);
+            reward.push(r);
+            cont.push(c);
+            next
+        };
         state = next;
     }
-    Rollout {
-        obs: Tensor::stack(obs, 1),
-        reward: Tensor::stack(reward, 1),
-        continue_prob: Tensor::stack(cont, 1),
-        last: state,
-    }
+    let obs = with_obs.then(|| Tensor::stack(obs, 1));
+    (obs, Tensor::stack(reward, 1), Tensor::stack(cont, 1), state)
 }
 
 /// Tiles each row (index of dimension 0) `times` times, row-major: row `b` becomes rows

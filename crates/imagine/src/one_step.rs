@@ -80,6 +80,10 @@ macro_rules! one_step_world_model {
                 state.dims()[0]
             }
 
+            fn device_of(&self, state: &Tensor<2>) -> burn::tensor::Device {
+                state.device()
+            }
+
             /// The observation normalised with the model's own normaliser (zero mean, unit
             /// variance on its training data).
             fn features(&self, state: &Tensor<2>) -> Tensor<2> {

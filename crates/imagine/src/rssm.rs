@@ -2,23 +2,20 @@
 
 use burn::tensor::Tensor;
 use wm_models::ActionSpec;
-use wm_rssm::{Actions, Rssm, RssmState};
+use wm_rssm::{Rssm, RssmState};
 
-use crate::{
-    Context, ImagineActions, Rollout, StepPrediction, WorldModel, check_action, imagine_by_steps,
-    repeat_rows,
-};
+use crate::{Context, StepPrediction, WorldModel, check_action, repeat_rows};
 
 /// - `start` runs [`Rssm::observe`] over the context's history (or over the current
 ///   observation alone, as the first step of an episode) and keeps the last posterior state:
 ///   its mode when `sample` is false (deterministic, the default of [`ModelEnv`](crate::ModelEnv)
 ///   with `sample: false`), a sample otherwise (as Dreamer starts imagination).
-/// - `step` is one prior step ([`Rssm::imagine`] with `H = 1`): `h' = GRU(h, [z, a])`,
-///   `z' ~ p(z' | h')` (its mode when `sample` is false), then the decoder mean, the reward and
-///   the continue probability of `(h', z')`. The observation is the decoder *mean* even when
-///   sampling: the RSSM's stochasticity lives in `z`.
-/// - `imagine` with a fixed sequence is [`Rssm::imagine`] (decoding all `H` steps in one batch);
-///   with a policy it steps, so that the policy sees each decoded observation.
+/// - `step` is one prior step ([`Rssm::img_step`]): `h' = GRU(h, [z, a])`, `z' ~ p(z' | h')`
+///   (its mode when `sample` is false), then the decoder mean, the reward and the continue
+///   probability of `(h', z')`. The observation is the decoder *mean* even when sampling: the
+///   RSSM's stochasticity lives in `z`. `step_reward` skips the decoder
+///   ([`Rssm::decode_reward_cont`]).
+/// - `imagine` is the trait's one loop (one `img_step` of the whole batch per horizon step).
 /// - `observation` decodes the state (a reconstruction, not the real observation).
 impl WorldModel for Rssm {
     type State = RssmState;
@@ -94,22 +91,26 @@ impl WorldModel for Rssm {
         action: Tensor<2>,
         sample: bool,
     ) -> (RssmState, StepPrediction) {
-        let b = state.batch_size();
-        check_action(self.action_spec(), b, &action);
-        let w = action.dims()[1];
-        let out = Rssm::imagine(
-            self,
-            state.clone(),
-            Actions::Sequence(action.reshape([b, 1, w])),
-            sample,
-        );
-        let o = self.obs_dim();
+        check_action(self.action_spec(), state.batch_size(), &action);
+        let next = self.img_step(state, action, sample);
+        let decoded = self.decode(next.deter.clone(), next.stoch.clone());
         let prediction = StepPrediction {
-            obs: out.obs.reshape([b, o]),
-            reward: out.reward.reshape([b]),
-            continue_prob: out.cont.reshape([b]),
+            obs: decoded.obs,
+            reward: decoded.reward,
+            continue_prob: decoded.cont,
         };
-        (out.last, prediction)
+        (next, prediction)
+    }
+
+    fn step_reward(&self, state: &RssmState, action: Tensor<2>, sample: bool) -> (RssmState, Tensor<1>, Tensor<1>) {
+        check_action(self.action_spec(), state.batch_size(), &action);
+        let next = self.img_step(state, action, sample);
+        let (reward, cont) = self.decode_reward_cont(next.deter.clone(), next.stoch.clone());
+        (next, reward, cont)
+    }
+
+    fn device_of(&self, state: &RssmState) -> burn::tensor::Device {
+        state.deter.device()
     }
 
     fn observation(&self, state: &RssmState) -> Tensor<2> {
@@ -148,33 +149,12 @@ impl WorldModel for Rssm {
             stoch: repeat_rows(state.stoch.clone(), times),
         }
     }
-
-    fn imagine(
-        &self,
-        start: &RssmState,
-        actions: ImagineActions<'_, RssmState>,
-        sample: bool,
-    ) -> Rollout<RssmState> {
-        match actions {
-            ImagineActions::Sequence(seq) => {
-                assert!(seq.dims()[1] > 0, "imagine needs a horizon > 0");
-                let out = Rssm::imagine(self, start.clone(), Actions::Sequence(seq), sample);
-                Rollout {
-                    obs: out.obs,
-                    reward: out.reward,
-                    continue_prob: out.cont,
-                    last: out.last,
-                }
-            }
-            policy => imagine_by_steps(self, start, policy, sample),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ModelEnv;
+    use crate::{ImagineActions, ModelEnv};
     use crate::test_util::{seeded, vec};
     use burn::tensor::{Device, Distribution};
     use wm_rssm::{LatentConfig, RssmConfig, RssmSpec};
@@ -357,8 +337,14 @@ mod tests {
                 );
                 state = next;
             }
-            close(&vec(state.deter), &vec(r.last.deter), "last deter");
-            close(&vec(state.stoch), &vec(r.last.stoch), "last stoch");
+            close(&vec(state.deter), &vec(r.last.deter.clone()), "last deter");
+            close(&vec(state.stoch), &vec(r.last.stoch.clone()), "last stoch");
+            // The one loop agrees with the model's own batched rollout (all steps decoded at once).
+            let batched = Rssm::imagine(&model, start.clone(), wm_rssm::Actions::Sequence(seq.clone()), false);
+            close(&vec(r.obs.clone()), &vec(batched.obs), &format!("{latent:?} batched obs"));
+            close(&vec(r.reward.clone()), &vec(batched.reward), &format!("{latent:?} batched reward"));
+            // Planners' returns skip the decoder but equal the rollout's discounted return.
+            close(&vec(model.discounted_returns(&start, seq, 0.9)), &vec(r.discounted_return(0.9)), &format!("{latent:?} returns"));
         }
     }
 

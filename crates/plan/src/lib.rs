@@ -9,8 +9,9 @@
 //! - [`Cem`], the cross-entropy method (PlaNet, Hafner et al. 2019): a distribution per time
 //!   step, a Gaussian clipped to the action box (`N(mean, std)` in normalised units, where the
 //!   box is `[-1, 1]`) or, for discrete actions, a categorical. Each iteration samples `N`
-//!   sequences, scores them all in **one** batched [`WorldModel::imagine`] call (the start
-//!   state is [`WorldModel::repeat`]ed `N` times), keeps the `K` best (the elites) and refits
+//!   sequences, scores them all in **one** batched [`WorldModel::discounted_returns`] call
+//!   (the start state is [`WorldModel::repeat`]ed `N` times; one model step of all `N`
+//!   candidates per horizon step, without decoding observations), keeps the `K` best (the elites) and refits
 //!   the distribution to them: the elites' mean and std (floored at `min_std`), or their
 //!   action frequencies per time step with additive smoothing,
 //!   `p_c = (count_c + smoothing) / (K + n * smoothing)`. The action is the first step of the
@@ -78,7 +79,7 @@ mod true_dynamics;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use wm_envs::Action;
-use wm_imagine::{Context, ImagineActions, WorldModel};
+use wm_imagine::{Context, WorldModel};
 use wm_models::ActionSpec;
 use wm_models::validate::{self, InvalidField};
 
@@ -91,17 +92,32 @@ pub use true_dynamics::TrueDynamics;
 /// The method is generic over the model, so the trait is not object-safe; [`AnyPlanner`] is
 /// the run-time choice among the planners of this crate.
 pub trait Planner {
-    /// Plans for every row of the context independently (each row has its own plan and warm
-    /// start) and returns one action per row, in row order: `Action::Discrete(index)` or
-    /// `Action::Continuous(raw values)` inside the model's action space.
+    /// Plans for every row of the model state `start` independently (each row has its own plan
+    /// and warm start) and returns one action per row, in row order: `Action::Discrete(index)`
+    /// or `Action::Continuous(raw values)` inside the model's action space. An agent that
+    /// carries its model state through the episode (filtering each real step with
+    /// [`WorldModel::observe_step`]) plans from it with this.
     ///
     /// # Shapes
-    /// - `context`: batch `B`; returns `B` actions. All rows' candidates of one iteration are
-    ///   scored in one [`WorldModel::imagine`] call of batch `B * candidates`.
+    /// - `start`: batch `B`; returns `B` actions. All rows' candidates of one iteration are
+    ///   scored together by one [`WorldModel::discounted_returns`] of batch `B * candidates`:
+    ///   one model step of the whole batch per horizon step.
     ///
     /// # Panics
     /// If the model's action space is not the one the planner was built for.
-    fn plan<M: WorldModel>(&mut self, model: &M, context: &Context) -> Vec<Action>;
+    fn plan_from<M: WorldModel>(&mut self, model: &M, start: &M::State) -> Vec<Action>;
+
+    /// [`Planner::plan_from`] the state [`WorldModel::start`] filters from `context` (the
+    /// posterior mode for the RSSM).
+    ///
+    /// # Shapes
+    /// - `context`: batch `B`; returns `B` actions
+    ///
+    /// # Panics
+    /// If the model's action space is not the one the planner was built for.
+    fn plan<M: WorldModel>(&mut self, model: &M, context: &Context) -> Vec<Action> {
+        self.plan_from(model, &model.start(context, false))
+    }
 
     /// Forgets the previous plan (the warm start); call it at the start of an episode.
     fn reset(&mut self);
@@ -122,8 +138,9 @@ pub trait Planner {
 
 /// The predicted return of each action sequence from `start`:
 /// `sum_t discount^t * reward_t * prod_{i < t} continue_prob_i`, from one
-/// [`WorldModel::imagine`] call with `sample: false`. The reward of a step that reaches a
-/// terminal state still counts; the rewards after it are weighted by the continue probability.
+/// [`WorldModel::discounted_returns`] call (the central prediction, `sample: false`; the
+/// observations are not predicted). The reward of a step that reaches a terminal state still
+/// counts; the rewards after it are weighted by the continue probability.
 ///
 /// # Shapes
 /// - `start`: batch `B`; `actions`: `[B, H, A]` raw actions; returns `[B]`
@@ -133,9 +150,7 @@ pub fn sequence_returns<M: WorldModel>(
     actions: Tensor<3>,
     discount: f32,
 ) -> Tensor<1> {
-    model
-        .imagine(start, ImagineActions::Sequence(actions), false)
-        .discounted_return(discount)
+    model.discounted_returns(start, actions, discount)
 }
 
 /// Which planner a [`PlannerConfig`] builds.
@@ -314,11 +329,11 @@ pub enum AnyPlanner {
 }
 
 impl Planner for AnyPlanner {
-    fn plan<M: WorldModel>(&mut self, model: &M, context: &Context) -> Vec<Action> {
+    fn plan_from<M: WorldModel>(&mut self, model: &M, start: &M::State) -> Vec<Action> {
         match self {
-            Self::RandomShooting(p) => p.plan(model, context),
-            Self::Cem(p) => p.plan(model, context),
-            Self::Mppi(p) => p.plan(model, context),
+            Self::RandomShooting(p) => p.plan_from(model, start),
+            Self::Cem(p) => p.plan_from(model, start),
+            Self::Mppi(p) => p.plan_from(model, start),
         }
     }
 

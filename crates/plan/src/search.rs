@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use wm_envs::Action;
-use wm_imagine::{Context, WorldModel};
+use wm_imagine::WorldModel;
 use wm_models::ActionSpec;
 
 use crate::{Planner, PlannerConfig, sequence_returns};
@@ -333,12 +333,12 @@ impl Search {
         }
     }
 
-    fn plan<M: WorldModel>(&mut self, model: &M, context: &Context) -> Vec<Action> {
+    fn plan<M: WorldModel>(&mut self, model: &M, start: &M::State) -> Vec<Action> {
         check_spec(&self.actions, model);
-        let b = context.batch_size();
-        let device = context.obs().device();
+        let b = model.batch_size(start);
+        let device = model.device_of(start);
         let (n, h, p) = (self.candidates, self.horizon, self.actions.params());
-        let tiled = model.repeat(&model.start(context, false), n);
+        let tiled = model.repeat(start, n);
         let mut dist = self.initial(b);
         for _ in 0..self.iterations {
             let samples = self.sample(&dist);
@@ -426,8 +426,8 @@ impl Mppi {
 }
 
 impl Planner for Cem {
-    fn plan<M: WorldModel>(&mut self, model: &M, context: &Context) -> Vec<Action> {
-        self.0.plan(model, context)
+    fn plan_from<M: WorldModel>(&mut self, model: &M, start: &M::State) -> Vec<Action> {
+        self.0.plan(model, start)
     }
 
     fn reset(&mut self) {
@@ -436,8 +436,8 @@ impl Planner for Cem {
 }
 
 impl Planner for Mppi {
-    fn plan<M: WorldModel>(&mut self, model: &M, context: &Context) -> Vec<Action> {
-        self.0.plan(model, context)
+    fn plan_from<M: WorldModel>(&mut self, model: &M, start: &M::State) -> Vec<Action> {
+        self.0.plan(model, start)
     }
 
     fn reset(&mut self) {
@@ -480,12 +480,12 @@ impl RandomShooting {
 }
 
 impl Planner for RandomShooting {
-    fn plan<M: WorldModel>(&mut self, model: &M, context: &Context) -> Vec<Action> {
+    fn plan_from<M: WorldModel>(&mut self, model: &M, start: &M::State) -> Vec<Action> {
         check_spec(&self.actions, model);
-        let b = context.batch_size();
-        let device = context.obs().device();
+        let b = model.batch_size(start);
+        let device = model.device_of(start);
         let (n, h, w) = (self.candidates, self.horizon, self.actions.raw_width());
-        let tiled = model.repeat(&model.start(context, false), n);
+        let tiled = model.repeat(start, n);
         let samples: Vec<f32> = (0..b * n * h * w)
             .map(|_| match &self.actions {
                 Actions::Continuous { .. } => self.rng.random_range(-1.0f32..=1.0),
@@ -518,7 +518,8 @@ mod tests {
     use super::*;
     use crate::{AnyPlanner, PlannerKind, TrueDynamics};
     use wm_envs::{Env, Pendulum};
-    use wm_imagine::StepPrediction;
+    use std::cell::RefCell;
+    use wm_imagine::{Context, StepPrediction};
 
     fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
@@ -530,6 +531,14 @@ mod tests {
     struct Target {
         spec: ActionSpec,
         slope: f32,
+        /// The batch size of every model step taken, in order.
+        steps: RefCell<Vec<usize>>,
+    }
+
+    impl Target {
+        fn new(spec: ActionSpec, slope: f32) -> Self {
+            Self { spec, slope, steps: RefCell::new(Vec::new()) }
+        }
     }
 
     impl WorldModel for Target {
@@ -553,6 +562,7 @@ mod tests {
             _: bool,
         ) -> (Tensor<2>, StepPrediction) {
             let b = state.dims()[0];
+            self.steps.borrow_mut().push(b);
             let device = state.device();
             let (s, a) = (host(state.clone()), host(action));
             let reward: Vec<f32> = (0..b)
@@ -641,10 +651,7 @@ mod tests {
 
         // In the planner: the class rewarded at step t is (1 + t) mod 3, and CEM's refitted
         // distribution puts most of its mass there at every step.
-        let model = Target {
-            spec: ActionSpec::Discrete { n: 3 },
-            slope: 0.0,
-        };
+        let model = Target::new(ActionSpec::Discrete { n: 3 }, 0.0);
         let mut cem = Cem::new(model.action_spec(), &small(PlannerKind::Cem), 0);
         let action = cem.plan_one(&model, &context(&[[0.0, 1.0]]));
         assert_eq!(action, Action::Discrete(1));
@@ -674,10 +681,7 @@ mod tests {
     #[test]
     fn warm_start_shifts_the_plan_by_one_step() {
         // Targets -1.5, -0.9, .., 1.5 (raw) over 6 steps; the plan's mean follows them.
-        let model = Target {
-            spec: box_spec(),
-            slope: 0.6,
-        };
+        let model = Target::new(box_spec(), 0.6);
         for kind in [PlannerKind::Cem, PlannerKind::Mppi] {
             let mut planner = small(kind).init(model.action_spec(), 0);
             let search = |p: &AnyPlanner| match p {
@@ -709,11 +713,36 @@ mod tests {
     }
 
     #[test]
+    fn every_iteration_scores_all_candidates_of_all_rows_with_one_model_step_per_horizon_step() {
+        let model = Target::new(box_spec(), 0.0);
+        for kind in [PlannerKind::Cem, PlannerKind::Mppi, PlannerKind::RandomShooting] {
+            let config = small(kind);
+            let mut planner = config.init(model.action_spec(), 0);
+            model.steps.borrow_mut().clear();
+            planner.plan(&model, &context(&[[0.0, -1.0], [0.0, 1.5]]));
+            let iterations = if kind == PlannerKind::RandomShooting { 1 } else { config.iterations };
+            let steps = model.steps.borrow().clone();
+            assert_eq!(steps, vec![2 * config.candidates; iterations * config.horizon], "{kind:?}: batch of each model step");
+        }
+    }
+
+    #[test]
+    fn planning_from_a_carried_state_equals_planning_from_the_context() {
+        let model = Target::new(box_spec(), 0.6);
+        let rows = [[0.0, -1.0], [2.0, 0.5]];
+        for kind in [PlannerKind::Cem, PlannerKind::Mppi, PlannerKind::RandomShooting] {
+            let (mut a, mut b) = (small(kind).init(model.action_spec(), 9), small(kind).init(model.action_spec(), 9));
+            for _ in 0..2 {
+                let from_context = a.plan(&model, &context(&rows));
+                let state = model.start(&context(&rows), false);
+                assert_eq!(from_context, b.plan_from(&model, &state), "{kind:?}");
+            }
+        }
+    }
+
+    #[test]
     fn batched_plans_keep_each_row_apart() {
-        let model = Target {
-            spec: box_spec(),
-            slope: 0.0,
-        };
+        let model = Target::new(box_spec(), 0.0);
         for kind in [
             PlannerKind::Cem,
             PlannerKind::Mppi,

@@ -213,6 +213,15 @@ impl WorldModel for TrueDynamics {
         wm_imagine::repeat_rows(state.clone(), times)
     }
 
+    fn device_of(&self, state: &Tensor<2>) -> burn::tensor::Device {
+        state.device()
+    }
+
+    /// The exact rollout of `imagine` (the physics' `f64` state kept between steps).
+    fn discounted_returns(&self, start: &Tensor<2>, actions: Tensor<3>, discount: f32) -> Tensor<1> {
+        self.imagine(start, ImagineActions::Sequence(actions), false).discounted_return(discount)
+    }
+
     fn imagine(
         &self,
         start: &Tensor<2>,

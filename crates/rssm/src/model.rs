@@ -61,18 +61,12 @@ pub struct Observed {
     pub last: RssmState,
 }
 
-/// The actions that drive [`Rssm::imagine`].
-pub enum Actions<'a> {
+/// The actions that drive [`Rssm::imagine`]: a fixed sequence. (Imagination under a policy
+/// goes through the one imagination loop of `wm_imagine::WorldModel::imagine`, which steps the
+/// model with [`Rssm::img_step`].)
+pub enum Actions {
     /// A fixed sequence of raw actions, `[B, H, raw action width]`.
     Sequence(Tensor<3>),
-    /// A policy called once per step with the current state (batch `B`); it returns raw
-    /// actions `[B, raw action width]`.
-    Policy {
-        /// Number of steps `H`.
-        horizon: usize,
-        /// The policy.
-        policy: &'a mut dyn FnMut(&RssmState) -> Tensor<2>,
-    },
 }
 
 /// The result of [`Rssm::imagine`]: step `i` is the state reached after the `i`-th action.
@@ -412,6 +406,19 @@ impl Rssm {
         }
     }
 
+    /// The reward (raw units) and continue probability of rows of states, without decoding the
+    /// observation: what a planner scores. Equal to [`Rssm::decode`]'s `reward` and `cont`.
+    ///
+    /// # Shapes
+    /// - `deter`: `[N, D]`, `stoch`: `[N, S]`; returns `[N]`, `[N]`
+    pub fn decode_reward_cont(&self, deter: Tensor<2>, stoch: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+        let [n, _] = deter.dims();
+        let feat = Tensor::cat(vec![deter, stoch], 1);
+        let reward = self.reward_head.forward(feat.clone()).reshape([n]);
+        let cont = sigmoid(self.cont_head.forward(feat).reshape([n]));
+        (if self.config.symlog { symexp(reward) } else { reward }, cont)
+    }
+
     /// The posterior rollout on time-major rows. `first` is `is_first` on the host, time-major.
     #[allow(clippy::too_many_arguments)]
     fn rollout(
@@ -552,69 +559,59 @@ impl Rssm {
         );
     }
 
-    /// Rolls the prior forward from `start`: for each step `i`, take action `a_i` (from the
-    /// sequence, or from the policy called with the current state), `h = GRU(h, [z, a_i])`,
-    /// `z ~ p(z | h)` (its mode when `sample` is false); then decodes all imagined states at
-    /// once. Differentiable when the model and `start` are on an autodiff device (detach
-    /// `start` to keep gradients out of the representation).
+    /// One prior step of the recurrence from `state` under raw actions: `h' = GRU(h, [z, a])`,
+    /// `z' ~ p(z' | h')` (its mode when `sample` is false). Noise: one draw of `[B, S]` from the
+    /// device RNG when sampling.
+    ///
+    /// # Shapes
+    /// - `state`: `[B, D]`, `[B, S]`; `action`: `[B, raw action width]`; returns `[B, D]`, `[B, S]`
+    pub fn img_step(&self, state: &RssmState, action: Tensor<2>, sample: bool) -> RssmState {
+        let b = state.batch_size();
+        let w = self.spec.action.raw_width();
+        assert_eq!(action.dims(), [b, w], "action shape {:?}, expected [{b}, {w}]", action.dims());
+        let action_proj = self.img_in_action.forward(encode_action(&self.spec.action, action));
+        self.prior_step(state, action_proj, sample).0
+    }
+
+    /// `img_step` on a projected action; also returns the prior the new `z` was drawn from.
+    fn prior_step(&self, state: &RssmState, action_proj: Tensor<2>, sample: bool) -> (RssmState, LatentDist<2>) {
+        let latent = &self.config.latent;
+        let deter = self.recurrent_step(state, action_proj);
+        let prior = self.prior(deter.clone());
+        let noise = sample.then(|| latent.noise(state.batch_size(), &deter.device()));
+        let stoch = latent.sample(&prior, noise);
+        (RssmState { deter, stoch }, prior)
+    }
+
+    /// Rolls the prior forward from `start` under a fixed action sequence: for each step `i`,
+    /// `h = GRU(h, [z, a_i])`, `z ~ p(z | h)` (its mode when `sample` is false); then decodes all
+    /// imagined states at once. Differentiable when the model and `start` are on an autodiff
+    /// device (detach `start` to keep gradients out of the representation).
     ///
     /// Noise comes from the device RNG, one draw of `[B, S]` per step, so a seeded device
     /// gives the same rollout.
     ///
     /// # Shapes
-    /// - `start`: `[B, D]`, `[B, S]`; `Actions::Sequence`: `[B, H, raw action width]`; a
-    ///   policy returns `[B, raw action width]` and is called `H` times with states of batch `B`
+    /// - `start`: `[B, D]`, `[B, S]`; `Actions::Sequence`: `[B, H, raw action width]`
     /// - returns [`Imagined`] with `[B, H, ..]` tensors
-    pub fn imagine(&self, start: RssmState, actions: Actions<'_>, sample: bool) -> Imagined {
+    pub fn imagine(&self, start: RssmState, actions: Actions, sample: bool) -> Imagined {
         let b = start.batch_size();
-        let device = start.deter.device();
-        let latent = &self.config.latent;
         let w = self.spec.action.raw_width();
-        let (horizon, mut sequence, mut policy) = match actions {
-            Actions::Sequence(seq) => {
-                let [sb, h, sw] = seq.dims();
-                assert!(
-                    sb == b && sw == w,
-                    "action sequence shape {:?}, expected [{b}, H, {w}]",
-                    seq.dims()
-                );
-                let proj = self
-                    .img_in_action
-                    .forward(encode_action(&self.spec.action, to_time_major(seq)))
-                    .split(b, 0);
-                (h, Some(proj.into_iter()), None)
-            }
-            Actions::Policy { horizon, policy } => (horizon, None, Some(policy)),
-        };
+        let Actions::Sequence(seq) = actions;
+        let [sb, horizon, sw] = seq.dims();
+        assert!(sb == b && sw == w, "action sequence shape {:?}, expected [{b}, H, {w}]", seq.dims());
         assert!(horizon > 0, "imagine needs a horizon > 0");
+        let projected = self.img_in_action.forward(encode_action(&self.spec.action, to_time_major(seq))).split(b, 0);
         let mut state = start;
         let mut deters = Vec::with_capacity(horizon);
         let mut stochs = Vec::with_capacity(horizon);
         let mut priors = Vec::with_capacity(horizon);
-        for _ in 0..horizon {
-            let action_proj = match (&mut sequence, &mut policy) {
-                (Some(seq), _) => seq.next().expect("one action per step"),
-                (None, Some(policy)) => {
-                    let a = policy(&state);
-                    assert_eq!(
-                        a.dims(),
-                        [b, w],
-                        "policy returned actions of shape {:?}, expected [{b}, {w}]",
-                        a.dims()
-                    );
-                    self.img_in_action
-                        .forward(encode_action(&self.spec.action, a))
-                }
-                (None, None) => unreachable!(),
-            };
-            let deter = self.recurrent_step(&state, action_proj);
-            let prior = self.prior(deter.clone());
-            let noise = sample.then(|| latent.noise(b, &device));
-            let stoch = latent.sample(&prior, noise);
-            deters.push(deter.clone());
-            stochs.push(stoch.clone());
+        for action_proj in projected {
+            let (next, prior) = self.prior_step(&state, action_proj, sample);
+            deters.push(next.deter.clone());
+            stochs.push(next.stoch.clone());
             priors.push(prior);
-            state = RssmState { deter, stoch };
+            state = next;
         }
         let deter = Tensor::cat(deters, 0);
         let stoch = Tensor::cat(stochs, 0);
@@ -1057,28 +1054,30 @@ mod tests {
     }
 
     #[test]
-    fn policy_driven_imagine_calls_the_policy_once_per_step_with_batch_b() {
-        let (_guard, device) = seeded(5);
-        let spec = continuous_spec();
-        let model = tiny(small_gauss()).init(&spec, &device);
-        let (b, h) = (4, 6);
-        let mut calls = Vec::new();
-        let mut policy = |state: &RssmState| {
-            calls.push((state.deter.dims(), state.stoch.dims()));
-            state.deter.clone().narrow(1, 0, 1).tanh().mul_scalar(2.0)
-        };
-        let out = model.imagine(
-            model.initial(b, &device),
-            Actions::Policy {
-                horizon: h,
-                policy: &mut policy,
-            },
-            true,
-        );
-        assert_eq!(calls.len(), h);
-        assert!(calls.iter().all(|c| *c == ([b, 8], [b, 4])), "{calls:?}");
-        assert_eq!(out.obs.dims(), [b, h, 3]);
-        assert_eq!(out.deter.dims(), [b, h, 8]);
+    fn img_step_and_decode_reward_cont_match_the_batched_imagine() {
+        for latent in [small_gauss(), small_cat()] {
+            let (_guard, device) = seeded(5);
+            let model = tiny(latent.clone()).init(&continuous_spec(), &device);
+            let (b, h) = (3, 4);
+            let actions = Tensor::<3>::random([b, h, 1], Distribution::Uniform(-2.0, 2.0), &device);
+            let start = RssmState { deter: Tensor::random([b, 8], Distribution::Normal(0.0, 1.0), &device), stoch: model.initial(b, &device).stoch };
+            for sample in [false, true] {
+                device.seed(31);
+                let batched = model.imagine(start.clone(), Actions::Sequence(actions.clone()), sample);
+                device.seed(31);
+                let mut state = start.clone();
+                for t in 0..h {
+                    state = model.img_step(&state, actions.clone().narrow(1, t, 1).reshape([b, 1]), sample);
+                    let (reward, cont) = model.decode_reward_cont(state.deter.clone(), state.stoch.clone());
+                    let decoded = model.decode(state.deter.clone(), state.stoch.clone());
+                    let at = |x: Tensor<2>| vec(x.narrow(1, t, 1).reshape([b]));
+                    for (got, want, what) in [(vec(reward.clone()), at(batched.reward.clone()), "reward"), (vec(cont.clone()), at(batched.cont.clone()), "cont"), (vec(reward), vec(decoded.reward), "decode reward"), (vec(cont), vec(decoded.cont), "decode cont")] {
+                        assert!(got.iter().zip(&want).all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0)), "{latent:?} sample {sample} step {t} {what}: {got:?} vs {want:?}");
+                    }
+                }
+                assert_eq!(vec(state.stoch), vec(batched.last.stoch), "{latent:?} sample {sample}: same noise in the same order");
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod state;
 pub mod tensorboard;
 pub mod trainer;
 pub mod update;
+pub mod world_model;
 
 pub use config::TrainConfig;
 /// Global gradient-norm clipping (lives with the models, which all use it).

@@ -418,8 +418,8 @@ mod tests {
         let sequence = rssm.init(&spec(), Normalizer::identity(2), &device);
         assert_eq!((one_step.batch_kind(), sequence.batch_kind()), (BatchKind::Transitions, BatchKind::Sequences));
         assert_eq!(TrainableModel::action_spec(&one_step), &spec().action);
-        assert_eq!(one_step.feature_dim(), 2);
-        assert_eq!(sequence.feature_dim(), 4 + 2, "features are [deter, stoch]");
+        assert_eq!(TrainableModel::feature_dim(&one_step), 2);
+        assert_eq!(TrainableModel::feature_dim(&sequence), 4 + 2, "features are [deter, stoch]");
         assert_eq!(one_step.host_state().spec(), &spec());
         // The host state restores the same kind of model.
         let again = AnyModel::from_state(&rssm, &sequence.host_state(), &device);
