@@ -2,7 +2,8 @@
 //!
 //! The pieces, in the order a run uses them: [`config`] (parse, override, validate), [`run`]
 //! (the run folder), [`data`] (collect episodes, make tensors), [`trainer`] (the loop),
-//! [`grad`] (global-norm clipping), [`eval`] (held-out metrics), [`checkpoint`] (atomic,
+//! [`grad`] (global-norm clipping), [`eval`] (held-out metrics, one protocol for every model;
+//! [`eval_model`] holds what differs per model class, [`metrics`] the arithmetic), [`checkpoint`] (atomic,
 //! checksummed), [`tensorboard`] (event files), [`plot`] (imagined against real trajectories).
 
 pub mod acting;
@@ -10,7 +11,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod eval_model;
 pub mod limiter;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod plot;

@@ -589,7 +589,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     save_checkpoint(&learner, &run, &config, env_steps_now)?;
 
     let full = EvalOptions {
-        iwae_samples: if learner.model.kind() == "cvae" { config.eval.iwae_samples.clone() } else { vec![1] },
+        iwae_samples: config.eval.iwae_samples.clone(),
         max_nll_transitions: config.eval.max_nll_transitions,
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
@@ -645,7 +645,7 @@ fn log_pipeline(tensorboard: &mut TensorBoard, stats: &PipelineStats, update: u6
 pub fn log_report(tensorboard: &mut TensorBoard, report: &EvalReport) {
     let step = report.update;
     for entry in &report.nll {
-        tensorboard.scalar(&format!("eval/nll_k{}", entry.k), entry.nats_per_dim, step);
+        tensorboard.scalar(&format!("eval/{}", entry.tag()), entry.nats_per_dim, step);
     }
     let dims = report.one_step_rmse_per_dim.len().max(1) as f64;
     let mean_square: f64 = report.one_step_rmse_per_dim.iter().map(|r| r * r).sum::<f64>() / dims;
