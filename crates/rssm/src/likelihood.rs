@@ -129,7 +129,8 @@ fn repeat_rows(x: Tensor<2>, times: usize) -> Tensor<2> {
     }
     let b = x.dims()[0];
     let index: Vec<i64> = (0..b as i64).flat_map(|i| std::iter::repeat_n(i, times)).collect();
-    x.select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [b * times]), &x.device()))
+    let device = x.device();
+    x.select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [b * times]), &device))
 }
 
 /// Runs `particles` particles through each sequence and returns their log-terms (one read-back).
@@ -477,7 +478,7 @@ mod tests {
     }
 
     /// On a linear-Gaussian model whose likelihood the Kalman filter gives exactly, the IWAE
-    /// bound with many particles and the filtering predictive estimate approach the truth, while
+    /// bound with many particles (32768) and the filtering predictive estimate approach the truth, while
     /// the ELBO (k = 1) stays clearly below it.
     #[test]
     fn estimates_approach_the_kalman_likelihood_of_a_linear_gaussian_model() {
@@ -489,14 +490,17 @@ mod tests {
         let true_joint: f64 = truth.iter().flatten().sum();
         let true_predictive: f64 = truth.iter().map(|steps| steps[1..].iter().sum::<f64>()).sum();
         let (obs_t, action_t) = to_tensors(&obs, &actions, &device);
-        let out = sequence_likelihood(&model, obs_t, action_t, &vec![t; b], &[1, 4096]);
+        let out = sequence_likelihood(&model, obs_t, action_t, &vec![t; b], &[1, 32768]);
         let (elbo, iwae) = (&out[0], &out[1]);
-        eprintln!("truth: joint {true_joint:.4}, predictive {true_predictive:.4}; elbo {:.4}, iwae {:.4}, predictive k=1 {:.4}, k=4096 {:.4}", elbo.bound, iwae.bound, elbo.predictive, iwae.predictive);
+        eprintln!("truth: joint {true_joint:.4}, predictive {true_predictive:.4}; elbo {:.4}, iwae {:.4}, predictive k=1 {:.4}, k=32768 {:.4}", elbo.bound, iwae.bound, elbo.predictive, iwae.predictive);
         assert_eq!((iwae.observations, iwae.transitions), (b * t, b * (t - 1)));
-        // The gap of the ELBO is several nats; 4096 particles close it to a few hundredths.
-        assert!(elbo.bound < true_joint - 1.0, "the ELBO {} should be well below the truth {true_joint}", elbo.bound);
-        assert!((iwae.bound - true_joint).abs() < 0.15, "IWAE k=4096 {} vs Kalman {true_joint}", iwae.bound);
-        assert!((iwae.predictive - true_predictive).abs() < 0.15, "predictive k=4096 {} vs Kalman {true_predictive}", iwae.predictive);
+        // Measured (flex, seed 21): truth -101.56 and -90.99; ELBO -130.5; with 32768 particles
+        // the IWAE bound -101.64 and the predictive -91.03 (with 4096: -101.40 and -91.54, the
+        // prior-sampled predictive converging more slowly). The ELBO's gap is 29 nats; the
+        // tolerance, 0.25 nats over 32 observations, is 3 to 6 times the measured error.
+        assert!(elbo.bound < true_joint - 5.0, "the ELBO {} should be well below the truth {true_joint}", elbo.bound);
+        assert!((iwae.bound - true_joint).abs() < 0.25, "IWAE k=32768 {} vs Kalman {true_joint}", iwae.bound);
+        assert!((iwae.predictive - true_predictive).abs() < 0.25, "predictive k=32768 {} vs Kalman {true_predictive}", iwae.predictive);
     }
 
     /// The IWAE bound rises with k on average: independent estimates with k = 1, 8 and 64 on a

@@ -545,7 +545,7 @@ mod tests {
             for episode in &episodes {
                 for t0 in (0..episode.len()).step_by(stride).filter(|t0| t0 + h <= episode.len()) {
                     for d in 0..o {
-                        let e = f64::from(episode.observation(o, t0 + h)[d] - episode.observation(o, t0)[d]);
+                        let e = f64::from(episode.observation(o, t0)[d]) - f64::from(episode.observation(o, t0 + h)[d]);
                         squared += e * e;
                         per_dim[d] += e * e;
                     }
