@@ -31,8 +31,10 @@ pub(crate) const TINY_RSSM: &[&str] = &[
 fn train_tiny(config: &str, runs: &Path) -> PathBuf {
     let mut args = vec!["train", "--config", config, "--runs-dir", runs.to_str().expect("utf-8 path"), "--quiet"];
     args.extend_from_slice(TINY);
-    args.extend_from_slice(if config.contains("rssm") { TINY_RSSM } else { TINY_MLP });
-    if config.contains("rssm_categorical") {
+    // The file name, not the path: a checkout's folder may contain "rssm" too.
+    let name = Path::new(config).file_name().and_then(|n| n.to_str()).unwrap_or(config);
+    args.extend_from_slice(if name.contains("rssm") { TINY_RSSM } else { TINY_MLP });
+    if name.contains("rssm_categorical") {
         args.extend_from_slice(&["--set", r#"model.latent={"Categorical": {"groups": 4, "classes": 4, "unimix": 0.01}}"#]);
     }
     let output = wm(&args);
