@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use wm_backend::DeviceSpec;
-use wm_train::eval::{EvalOptions, episode_open_loop, evaluate_any};
+use wm_train::eval::{EvalOptions, evaluate_any};
 use wm_train::{TrainConfig, TrainOptions};
 
 use crate::cli::{EvalArgs, PlotArgs, TrainArgs};
@@ -49,17 +49,22 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let device = args.device.parse::<DeviceSpec>()?.init()?;
     let (config, model, eval_buffer, update) =
         wm_train::load_for_eval(&args.run, &device).with_context(|| format!("loading run {}", args.run.display()))?;
-    let iwae_samples = match (&args.iwae_samples, model.kind()) {
-        (Some(ks), _) => ks.clone(),
-        (None, "cvae") => config.eval.iwae_samples.clone(),
-        (None, _) => vec![1],
-    };
-    anyhow::ensure!(!iwae_samples.contains(&0), "--iwae-samples must be positive, got {iwae_samples:?}");
+    // Every model gets the configured sample counts; exact likelihoods give one entry anyway.
+    let iwae_samples = args.iwae_samples.clone().unwrap_or_else(|| config.eval.iwae_samples.clone());
+    anyhow::ensure!(!iwae_samples.is_empty() && !iwae_samples.contains(&0), "--iwae-samples must be positive, got {iwae_samples:?}");
     let options = EvalOptions {
         iwae_samples,
         max_nll_transitions: config.eval.max_nll_transitions,
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
+    };
+    let other = match &args.compare {
+        Some(other_dir) => {
+            let (_, other, _, other_update) =
+                wm_train::load_for_eval(other_dir, &device).with_context(|| format!("loading run {}", other_dir.display()))?;
+            Some((other, other_update))
+        }
+        None => None,
     };
     let report = evaluate_any(&model, &eval_buffer, &options, update, &device);
     let path = wm_train::run::RunFolder::open(&args.run).eval_json();
@@ -67,21 +72,15 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     println!("{}", report.table());
     println!("written to {}", path.display());
 
-    if let Some(other_dir) = &args.compare {
-        let (_, other, _, other_update) =
-            wm_train::load_for_eval(other_dir, &device).with_context(|| format!("loading run {}", other_dir.display()))?;
+    if let Some((other, other_update)) = &other {
+        // The other model on this run's held-out episodes, with the same protocol and options.
+        let theirs = evaluate_any(other, &eval_buffer, &options, *other_update, &device);
         println!(
-            "\nepisode open-loop test on {}'s held-out episodes: observe {} steps, imagine the rest under the true actions",
+            "\nboth models on {}'s {} held-out transitions, one protocol: filtered from each episode's start, then imagined under the true actions",
             args.run.display(),
-            wm_train::eval::CONTEXT_STEPS
+            eval_buffer.n_transitions()
         );
-        let ours = episode_open_loop(&model, &eval_buffer, &config.eval.horizons, 4096, &device);
-        let theirs = episode_open_loop(&other, &eval_buffer, &config.eval.horizons, 4096, &device);
-        println!("{:<8} {:>22} {:>22} {:>9}", "horizon", format!("{} ({update})", model.kind()), format!("{} ({other_update})", other.kind()), "episodes");
-        for (a, b) in ours.0.iter().zip(&theirs.0) {
-            println!("{:<8} {:>22.4} {:>22.4} {:>9}", a.horizon, a.rmse, b.rmse, a.windows);
-        }
-        println!("{:<8} {:>22.4} {:>22.4}", "reward", ours.1, theirs.1);
+        print!("{}", report.compare_table(&theirs));
     }
     Ok(())
 }

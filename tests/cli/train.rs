@@ -31,8 +31,10 @@ pub(crate) const TINY_RSSM: &[&str] = &[
 pub(crate) fn train_tiny(config: &str, runs: &Path) -> PathBuf {
     let mut args = vec!["train", "--config", config, "--runs-dir", runs.to_str().expect("utf-8 path"), "--quiet"];
     args.extend_from_slice(TINY);
-    args.extend_from_slice(if config.contains("rssm") { TINY_RSSM } else { TINY_MLP });
-    if config.contains("rssm_categorical") {
+    // The file name, not the path: a checkout's folder may contain "rssm" too.
+    let name = Path::new(config).file_name().and_then(|n| n.to_str()).unwrap_or(config);
+    args.extend_from_slice(if name.contains("rssm") { TINY_RSSM } else { TINY_MLP });
+    if name.contains("rssm_categorical") {
         args.extend_from_slice(&["--set", r#"model.latent={"Categorical": {"groups": 4, "classes": 4, "unimix": 0.01}}"#]);
     }
     let output = wm(&args);
@@ -59,7 +61,7 @@ fn train_writes_a_run_folder_that_eval_reloads_and_resume_continues() {
     let scalars = wm_train::tensorboard::read_scalars(&run).expect("event file should parse");
     let steps: Vec<i64> = scalars.iter().filter(|s| s.tag == "loss/total").map(|s| s.step).collect();
     assert_eq!(steps, vec![5, 10, 15, 20], "loss/total logged every 5 updates");
-    for tag in ["loss/recon", "loss/kl", "loss/reward", "loss/termination", "train/grad_norm", "train/nonfinite_updates", "perf/updates_per_s", "eval/nll_k8"] {
+    for tag in ["loss/recon", "loss/kl", "loss/reward", "loss/termination", "train/grad_norm", "train/nonfinite_updates", "perf/updates_per_s", "eval/nll_iwae_k8"] {
         assert!(scalars.iter().any(|s| s.tag == tag), "tag {tag} missing from {:?}", scalars.iter().map(|s| &s.tag).collect::<Vec<_>>());
     }
 
@@ -157,13 +159,20 @@ fn rssm_run_trains_reloads_and_compares_with_a_cvae_run_on_the_same_episodes() {
     let rssm = train_tiny(&config_path("pendulum_rssm.ron"), &runs.path().join("rssm"));
     let cvae = train_tiny(&config_path("pendulum_cvae.ron"), &runs.path().join("cvae"));
     let scalars = wm_train::tensorboard::read_scalars(&rssm).expect("events");
-    for tag in ["loss/recon", "loss/reward", "loss/cont", "loss/dyn", "loss/rep", "eval/open_loop_rmse_h5"] {
+    // The RSSM's likelihood is logged periodically (k = periodic_iwae_samples = 16) and at the end.
+    for tag in ["loss/recon", "loss/reward", "loss/cont", "loss/dyn", "loss/rep", "eval/open_loop_rmse_h5", "eval/nll_predictive_k16", "eval/nll_sequence_iwae_k8"] {
         assert!(scalars.iter().any(|s| s.tag == tag), "{tag} missing");
     }
     let output = wm(&["eval", "--run", rssm.to_str().expect("utf-8"), "--compare", cvae.to_str().expect("utf-8")]);
     assert!(output.status.success(), "wm eval --compare failed: {}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("rssm_gaussian (20)") && text.contains("cvae (20)") && text.contains("episode open-loop test"), "{text}");
+    assert!(text.contains("rssm_gaussian (20)") && text.contains("cvae (20)") && text.contains("one protocol"), "{text}");
+    // The RSSM's predictive NLL sits beside the cVAE's IWAE on the same transitions, both finite.
+    let row = text.lines().find(|l| l.starts_with("NLL next observation, k = 8")).unwrap_or_else(|| panic!("no k = 8 NLL row: {text}"));
+    assert!(row.contains("(predictive k = 8)") && row.contains("(IWAE k = 8)") && !row.contains("NaN"), "{row}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(rssm.join("eval.json")).expect("eval.json")).expect("json");
+    let estimators: Vec<&str> = report["nll"].as_array().expect("nll").iter().filter_map(|e| e["estimator"].as_str()).collect();
+    assert_eq!(estimators, ["predictive", "sequence_iwae", "predictive", "sequence_iwae"], "{report}");
     let plot = wm(&["plot", "--run", rssm.to_str().expect("utf-8"), "--compare", cvae.to_str().expect("utf-8"), "--episodes", "2"]);
     assert!(plot.status.success(), "wm plot failed: {}", stderr(&plot));
     let png = std::fs::read(rssm.join("open_loop.png")).expect("open_loop.png");

@@ -350,6 +350,29 @@ impl LatentDist<2> {
         }
     }
 
+    /// Log-density (Gaussian) or log-probability (categorical, `z` one-hot per group) of `z`,
+    /// summed over the latent dimensions (and groups), nats:
+    ///
+    /// - Gaussian: `sum_s ln N(z_s; mean_s, std_s^2)`;
+    /// - Categorical: `sum_{g, c} z_{g c} ln p_{g c}`, the log-probability of the chosen class of
+    ///   each group when `z` is one-hot (as [`LatentConfig::sample`] returns).
+    ///
+    /// # Shapes
+    /// - `self`: `[N, S]` tensors, `z`: `[N, S]`; returns `[N]`
+    pub fn log_prob(&self, z: Tensor<2>) -> Tensor<1> {
+        let [n, _] = z.dims();
+        match self {
+            Self::Gaussian { mean, std } => {
+                assert_eq!(z.dims(), mean.dims(), "z shape {:?}, expected the distribution's {:?}", z.dims(), mean.dims());
+                wm_models::dist::gaussian_log_prob_sum(z, mean.clone(), std.clone().log())
+            }
+            Self::Categorical { probs } => {
+                assert_eq!(z.dims(), probs.dims(), "z shape {:?}, expected the distribution's {:?}", z.dims(), probs.dims());
+                (z * probs.clone().log()).sum_dim(1).reshape([n])
+            }
+        }
+    }
+
     /// Mean of the standard deviations (Gaussian) or entropy per group (categorical), `[1]`:
     /// a diagnostic.
     pub fn spread(&self) -> Tensor<1> {
@@ -480,6 +503,24 @@ mod tests {
         for (p, e) in probs.iter().zip(expected) {
             assert!((p - e).abs() < 1e-5, "{probs:?}");
         }
+    }
+
+    #[test]
+    fn log_prob_matches_hand_computed_gaussian_and_categorical_values() {
+        let device = wm_backend::test_device();
+        // ln N(0.5; 0, 1) + ln N(1; 2, 0.5^2) = (-0.125 - 0.9189385) + (-2 - ln 0.5 - 0.9189385)
+        let g = LatentDist::Gaussian {
+            mean: Tensor::<2>::from_floats([[0.0, 2.0]], &device),
+            std: Tensor::<2>::from_floats([[1.0, 0.5]], &device),
+        };
+        let lp = vec(g.log_prob(Tensor::<2>::from_floats([[0.5, 1.0]], &device)))[0] as f64;
+        let expected = -0.125 - 0.918_938_533 + (-2.0 - 0.5f64.ln() - 0.918_938_533);
+        assert!((lp - expected).abs() < 1e-5, "{lp} vs {expected}");
+        // Two groups of two classes, classes 1 and 0 chosen: ln 0.2 + ln 0.5.
+        let c = LatentDist::Categorical { probs: Tensor::<2>::from_floats([[0.8, 0.2, 0.5, 0.5]], &device) };
+        let lp = vec(c.log_prob(Tensor::<2>::from_floats([[0.0, 1.0, 1.0, 0.0]], &device)))[0] as f64;
+        let expected = 0.2f64.ln() + 0.5f64.ln();
+        assert!((lp - expected).abs() < 1e-5, "{lp} vs {expected}");
     }
 
     #[test]

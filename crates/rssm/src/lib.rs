@@ -15,6 +15,9 @@
 //! | reward | `symlog r_t ~ N(rew(h_t, z_t), 1)` | MLP `[h, z] -> 1` |
 //! | continue | `1 - is_terminal_t ~ Bernoulli(sigmoid(cont(h_t, z_t)))` | MLP `[h, z] -> 1` |
 //!
+//! Held-out likelihood ([`likelihood`]): an importance-weighted bound on `ln p(o_{0:T} | a)` and
+//! the filtering predictive `ln p(o_t | o_{<t}, a)` with `K` particles, in raw observation units.
+//!
 //! The latent ([`LatentConfig`]) is a diagonal Gaussian (`std = softplus(raw) + min_std`,
 //! reparameterised samples) or `G` categoricals of `K` classes with a uniform mix and
 //! straight-through one-hot samples.
@@ -62,11 +65,13 @@
 
 mod config;
 pub mod latent;
+pub mod likelihood;
 mod model;
 mod train;
 
 pub use config::{RssmConfig, RssmSpec, SequenceTensors};
 pub use latent::{LatentConfig, LatentDist};
+pub use likelihood::{SequenceLikelihood, StateSpaceModel, sequence_likelihood};
 pub use model::{
     Actions, Decoded, Imagined, Observed, Rssm, RssmState, encode_action, symexp, symlog,
 };

@@ -359,7 +359,7 @@ impl Rssm {
     }
 
     /// `h_t` from `h_{t-1}`, `z_{t-1}` and the projected action `a_{t-1} W_a + b`.
-    fn recurrent_step(&self, state: &RssmState, action_proj: Tensor<2>) -> Tensor<2> {
+    pub(crate) fn recurrent_step(&self, state: &RssmState, action_proj: Tensor<2>) -> Tensor<2> {
         let x = silu(self.img_in_stoch.forward(state.stoch.clone()) + action_proj);
         self.gru_step(x, state.deter.clone())
     }

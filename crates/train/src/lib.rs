@@ -4,7 +4,7 @@
 //! (the models and [`TrainableModel`], the one interface the trainer sees), [`run`] (the run
 //! folder), [`data`] (collect episodes, make tensors), [`trainer`] (the loop), [`update`] (the
 //! update and the non-finite guard), [`state`] (the learner and its checkpoint), [`grad`]
-//! (global-norm clipping), [`eval`] (held-out metrics), [`checkpoint`] (one atomic,
+//! (global-norm clipping), [`eval`] (held-out metrics, one protocol for every model; [`eval_model`] holds what differs per model class, [`metrics`] the arithmetic), [`checkpoint`] (one atomic,
 //! checksummed file), [`logging`] and [`tensorboard`] (event files), [`plot`] (imagined
 //! against real trajectories), [`error`].
 
@@ -14,8 +14,10 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod eval_model;
 pub mod limiter;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod plot;

@@ -47,7 +47,7 @@ pub fn log_pipeline(tensorboard: &mut TensorBoard, stats: &PipelineStats, update
 pub fn log_report(tensorboard: &mut TensorBoard, report: &EvalReport) {
     let step = report.update;
     for entry in &report.nll {
-        tensorboard.scalar(&format!("eval/nll_k{}", entry.k), entry.nats_per_dim, step);
+        tensorboard.scalar(&format!("eval/{}", entry.tag()), entry.nats_per_dim, step);
     }
     let dims = report.one_step_rmse_per_dim.len().max(1) as f64;
     let mean_square: f64 = report.one_step_rmse_per_dim.iter().map(|r| r * r).sum::<f64>() / dims;

@@ -1,5 +1,5 @@
 //! Imagined against real trajectories: one panel per (observation dimension, held-out episode).
-//! Each model sees the first `CONTEXT_STEPS` observations (the episode open-loop test) and then
+//! Each model sees the first `CONTEXT_STEPS` observations (observe 5, predict the rest, as PlaNet and Dreamer plot) and then
 //! imagines under the true actions. The real trajectory is black, the model's mean/mode rollout
 //! red, a few sampled rollouts light red (so a sample model's spread shows), and a second model
 //! for comparison blue.

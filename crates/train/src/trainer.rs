@@ -308,7 +308,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     learner.save(&run, &config, env_steps_now)?;
 
     let full = EvalOptions {
-        iwae_samples: if learner.model.kind() == "cvae" { config.eval.iwae_samples.clone() } else { vec![1] },
+        iwae_samples: config.eval.iwae_samples.clone(),
         max_nll_transitions: config.eval.max_nll_transitions,
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
