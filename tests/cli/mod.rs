@@ -2,6 +2,7 @@
 
 mod device;
 mod env;
+mod faults;
 #[cfg(feature = "tch")]
 mod tch;
 mod train;

@@ -18,7 +18,7 @@ use wm_backend::{Device, DeviceSpec};
 use wm_models::{AnyTransitionModel, LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionTensors};
 use wm_agent::{ActorCritic, AgentBytes};
 use wm_imagine::{Context, WorldModel};
-use wm_replay::{LoadMode, ReplayBuffer, SequenceBatch, SequenceMode};
+use wm_replay::{ReplayBuffer, SequenceBatch, SequenceMode};
 
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::config::{CollectPolicy, TrainConfig};
@@ -52,6 +52,9 @@ pub enum TrainError {
     /// Checkpoint failure.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// TensorBoard event file failure.
+    #[error(transparent)]
+    TensorBoard(#[from] crate::tensorboard::TensorBoardError),
     /// A file in the run folder.
     #[error("{operation} {path}: {source}")]
     Io {
@@ -194,7 +197,7 @@ pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, An
     let update = checkpoint.meta.update;
     let model = restore_model(&config, &checkpoint, device, &run)?;
     let env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
-    let (eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), replay_spec(env.as_ref()), eval_capacity(&config), LoadMode::Strict)?;
+    let eval_buffer = crate::run::open_replay_read_only(&run.eval_replay(), replay_spec(env.as_ref()), eval_capacity(&config))?;
     Ok((config, model, eval_buffer, update))
 }
 
@@ -232,8 +235,8 @@ fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device,
 fn prepare(config: TrainConfig, run: RunFolder, device: &Device, checkpoint: Option<Checkpoint>) -> Result<Prepared, TrainError> {
     let mut env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
     let spec = replay_spec(env.as_ref());
-    let (mut train_buffer, _) = ReplayBuffer::open(run.train_replay(), spec.clone(), config.data.replay_capacity, LoadMode::Strict)?;
-    let (mut eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), spec, eval_capacity(&config), LoadMode::Strict)?;
+    let mut train_buffer = crate::run::open_replay(&run.train_replay(), spec.clone(), config.data.replay_capacity)?;
+    let mut eval_buffer = crate::run::open_replay(&run.eval_replay(), spec, eval_capacity(&config))?;
     // The prefill is collected here, in order and seeded, before the rollout workers start; a
     // resumed run finds it in the replay file (and completes it if it was stopped while
     // prefilling).
@@ -553,7 +556,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
                     tensorboard.scalar("eval/episode_length", mean_length, stats.inserted_steps);
                     tensorboard.scalar("eval/return_by_update", mean_return, update);
                 }
-                tensorboard.flush();
+                tensorboard.flush()?;
             }
             if should(config.schedule.checkpoint_every, update) {
                 replay.sync()?;
@@ -573,7 +576,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     train_buffer.sync()?;
     if ended == Ended::Interrupted {
         save_checkpoint(&learner, &run, &config, env_steps_now)?;
-        tensorboard.flush();
+        tensorboard.flush()?;
         return Err(TrainError::Interrupted { update: learner.update, run: run.dir.clone() });
     }
 
@@ -602,7 +605,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         (report.policy_return, report.policy_episode_length) = (Some(mean_return), Some(mean_length));
     }
     log_report(&mut tensorboard, &report);
-    tensorboard.flush();
+    tensorboard.flush()?;
     let eval_json = run.eval_json();
     std::fs::write(&eval_json, serde_json::to_string_pretty(&report).expect("report should serialise")).map_err(io_error("writing", &eval_json))?;
     Ok(TrainOutcome {
