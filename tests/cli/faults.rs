@@ -19,7 +19,7 @@ const HANG_LIMIT: Duration = Duration::from_secs(180);
 
 /// `wm train` arguments of a tiny Gaussian-MLP CartPole run in `runs`, then `extra`.
 fn train_args(runs: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["train", "--config", &config_path("cartpole_gaussian_mlp.ron"), "--runs-dir", runs.to_str().expect("utf-8"), "--quiet"]
+    let mut args: Vec<String> = ["train", "--config", config_path("cartpole_gaussian_mlp.ron").as_str(), "--runs-dir", runs.to_str().expect("utf-8"), "--quiet"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -141,7 +141,7 @@ fn kill_9_at_several_points_then_resume_keeps_the_replay_and_the_last_checkpoint
         // Resume: continues from the checkpoint (so at most one checkpoint interval, 20 updates,
         // is redone) with every episode the replay file held at the kill.
         let resumed_total = checkpointed + 10;
-        let output = wm(&["train", "--resume", path_str(&run), "--set", &format!("schedule.updates={resumed_total}"), "--quiet"]);
+        let output = wm(&["train", "--resume", path_str(&run), "--set", format!("schedule.updates={resumed_total}").as_str(), "--quiet"]);
         assert!(output.status.success(), "kill point {point}: resume failed: {}", stderr(&output));
         assert!(stdout(&output).contains("10 updates this run"), "kill point {point}: {}", stdout(&output));
         let replay_after = episodes(&run.join("replay_train.wmrb"));
@@ -181,7 +181,7 @@ fn sigterm_checkpoints_and_exits_non_zero_with_the_resume_command() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no update in: {message}"));
     assert_eq!(checkpoint_update(&run), Some(update), "the checkpoint holds the update the run stopped at");
-    let output = wm(&["train", "--resume", path_str(&run), "--set", &format!("schedule.updates={}", update + 5), "--quiet"]);
+    let output = wm(&["train", "--resume", path_str(&run), "--set", format!("schedule.updates={}", update + 5).as_str(), "--quiet"]);
     assert!(output.status.success(), "resume after SIGTERM failed: {}", stderr(&output));
     assert!(stdout(&output).contains("5 updates this run"), "{}", stdout(&output));
 }
@@ -283,7 +283,7 @@ impl Tmpfs {
     fn mount(size: &str, test: &str) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", path_str(dir.path())])
+            .args(["-t", "tmpfs", "-o", format!("size={size}").as_str(), "tmpfs", path_str(dir.path())])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success());
@@ -406,7 +406,7 @@ fn disk_full_mid_training_stops_cleanly_and_the_run_resumes_once_there_is_room()
     let check = wm(&["replay", "check", path_str(&run)]);
     assert!(check.status.success(), "the replay is intact after a failed append: {}{}", stdout(&check), stderr(&check));
     let update = checkpoint_update(&run).expect("a checkpoint survives");
-    let output = wm(&["train", "--resume", path_str(&run), "--set", &format!("schedule.updates={}", update + 5), "--quiet"]);
+    let output = wm(&["train", "--resume", path_str(&run), "--set", format!("schedule.updates={}", update + 5).as_str(), "--quiet"]);
     assert!(output.status.success(), "resume after freeing space failed: {}", stderr(&output));
 }
 
