@@ -34,6 +34,29 @@ pub enum Command {
     Plot(PlotArgs),
     /// Show the devices this build supports and check that one works (a tiny forward and backward pass).
     Device(DeviceArgs),
+    /// Check a run's replay files, or keep the intact part of a corrupt one.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
+}
+
+/// `wm replay ...`
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// Read a run's replay files without changing them and report the intact episodes and the
+    /// first damaged record, if any. Exits 1 when a file is corrupt; a torn final record (an
+    /// append cut short by a kill) is not corruption: a writer cuts it off when it opens the file.
+    Check(ReplayArgs),
+    /// Keep the intact episodes of a run's damaged replay files: cut each file at its first
+    /// damaged record (everything after it is lost). Refused while a run writes the files.
+    Recover(ReplayArgs),
+}
+
+/// Arguments of `wm replay check` and `wm replay recover`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The run folder (its replay_train.wmrb and replay_eval.wmrb).
+    #[arg(value_name = "RUN_DIR")]
+    pub run: std::path::PathBuf,
 }
 
 /// `wm env ...`
@@ -121,8 +144,8 @@ pub struct BenchSolveArgs {
     /// Override a config field, as in `wm train` (repeatable).
     #[arg(long, value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// The target mean evaluation return.
-    #[arg(long)]
+    /// The target mean evaluation return (may be negative: `--target -200`).
+    #[arg(long, allow_negative_numbers = true)]
     pub target: Option<f64>,
     /// The environment-step budget for reaching the target.
     #[arg(long)]
@@ -218,6 +241,10 @@ pub struct TrainArgs {
     /// (`--set schedule.updates=N` extends it; the changed config is saved back).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["seed"])]
     pub resume: Option<std::path::PathBuf>,
+    /// With --resume: collect new replay files (a new prefill, new held-out episodes) when the
+    /// run's are missing; without it a missing replay file is an error.
+    #[arg(long, requires = "resume")]
+    pub new_replay: bool,
     /// Override a config field: `--set optim.lr=0.0003 --set model.beta=0.5` (repeatable).
     #[arg(long, value_name = "PATH=VALUE")]
     pub set: Vec<String>,
@@ -256,6 +283,10 @@ pub struct EvalArgs {
     /// observe 5 steps, imagine the rest), e.g. an RSSM run against a cVAE run of the same env.
     #[arg(long, value_name = "OTHER_RUN_DIR")]
     pub compare: Option<std::path::PathBuf>,
+    /// Where to write the metrics; default RUN_DIR/eval.json. On a read-only run folder the
+    /// default is skipped with a note.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `wm plot`.
@@ -306,12 +337,24 @@ pub fn report_usage_error(error: clap::Error) -> ExitCode {
             }
         }
         _ => {
-            let rendered = error.to_string();
-            let first_line = rendered.lines().next().unwrap_or("invalid arguments").trim();
-            eprintln!("{first_line} (see `wm --help`)");
+            eprintln!("{} (see `wm --help`)", one_line(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// A clap error in one line. Most fit in their first line; a missing argument's first line
+/// ("the following required arguments were not provided:") is followed by the arguments, one
+/// per indented line, and those are kept.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|line| !line.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments").to_string();
+    if error.kind() != clap::error::ErrorKind::MissingRequiredArgument {
+        return first;
+    }
+    let missing: Vec<&str> = lines.take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information")).collect();
+    if missing.is_empty() { first } else { format!("{} {}", first, missing.join(", ")) }
 }
 
 #[cfg(test)]
@@ -332,6 +375,29 @@ mod tests {
         .expect("documented flags should parse");
         let Command::Env(EnvCommand::Rollout(args)) = cli.command else { panic!("not a rollout: {cli:?}") };
         assert_eq!((args.env.as_str(), args.seed, args.steps, args.policy), ("pendulum", 7, 10, PolicyKind::Random));
+    }
+
+    #[test]
+    fn missing_argument_message_names_the_argument() {
+        let error = Cli::try_parse_from(["wm", "env", "rollout", "--env", "cartpole"]).unwrap_err();
+        let message = one_line(&error);
+        assert!(message.contains("not provided") && message.contains("--steps <STEPS>"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn negative_numbers_parse_as_values() {
+        let cli = Cli::try_parse_from(["wm", "bench", "solve", "--config", "c.ron", "--target", "-200", "--budget", "3000"])
+            .expect("a negative target should parse");
+        let Command::Bench(BenchCommand::Solve(args)) = cli.command else { panic!("not bench solve: {cli:?}") };
+        assert_eq!(args.target, Some(-200.0));
+    }
+
+    #[test]
+    fn replay_commands_take_the_run_folder() {
+        let cli = Cli::try_parse_from(["wm", "replay", "recover", "runs/x"]).expect("parses");
+        let Command::Replay(ReplayCommand::Recover(args)) = cli.command else { panic!("not replay recover: {cli:?}") };
+        assert_eq!(args.run, std::path::PathBuf::from("runs/x"));
     }
 
     #[test]

@@ -73,6 +73,11 @@ fn make_with_state(name: &str) -> anyhow::Result<Box<dyn EnvWithState>> {
 
 pub fn rollout(args: &RolloutArgs) -> anyhow::Result<()> {
     let mut env = make_with_state(&args.env)?;
+    if args.steps == 0 {
+        // An empty JSON Lines stream is valid output; say why it is empty.
+        eprintln!("--steps 0: no step to print");
+        return Ok(());
+    }
     let mut policy_rng = ChaCha8Rng::seed_from_u64(args.seed);
     let action_space = env.action_space();
     let PolicyKind::Random = args.policy;

@@ -4,10 +4,11 @@ mod bench;
 pub(crate) mod bench_acting;
 mod device;
 mod env;
+mod replay;
 mod solve;
 mod train;
 
-use crate::cli::{BenchCommand, Cli, Command, EnvCommand};
+use crate::cli::{BenchCommand, Cli, Command, EnvCommand, ReplayCommand};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -23,5 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => train::eval(&args),
         Command::Plot(args) => train::plot(&args),
         Command::Device(args) => device::check(&args),
+        Command::Replay(ReplayCommand::Check(args)) => replay::check(&args),
+        Command::Replay(ReplayCommand::Recover(args)) => replay::recover(&args),
     }
 }

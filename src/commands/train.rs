@@ -14,16 +14,21 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let device: DeviceSpec = args.device.parse()?;
     // A device this build or machine lacks is an error before anything is written.
     device.init()?;
+    if let Some(run_dir) = &args.resume {
+        check_replay_files_exist(run_dir, args.new_replay)?;
+    }
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupt);
-    // First Ctrl-C: stop at the next safe point with a checkpoint; a second one: exit at once.
+    // First SIGINT (Ctrl-C), SIGTERM (timeout, docker stop, systemd) or SIGHUP: stop at the next
+    // safe point with a checkpoint and exit non-zero naming the resume command; a second one:
+    // exit at once.
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::AcqRel) {
             std::process::exit(130);
         }
-        eprintln!("\nstopping at the next safe point (Ctrl-C again to quit at once)");
+        eprintln!("\nstopping at the next safe point with a checkpoint (interrupt again to quit at once)");
     })
-    .context("installing the Ctrl-C handler")?;
+    .context("installing the signal handler")?;
     let options = TrainOptions { runs_dir: args.runs_dir.clone(), device, progress: !args.quiet, interrupt };
     let outcome = if let Some(run_dir) = &args.resume {
         wm_train::resume(run_dir, &args.set, &options).with_context(|| format!("resuming {}", run_dir.display()))?
@@ -43,6 +48,41 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     println!("{} updates this run, {} environment steps in replay", outcome.updates_this_run, outcome.env_steps);
     println!("{}", outcome.report.table());
     Ok(())
+}
+
+/// A resumed run needs its replay files: without them `resume` would collect a new prefill and
+/// count the wrong number of transitions. `--new-replay` asks for exactly that.
+fn check_replay_files_exist(run_dir: &std::path::Path, new_replay: bool) -> anyhow::Result<()> {
+    let run = wm_train::run::RunFolder::open(run_dir);
+    if new_replay || !run.config().is_file() {
+        // Without a config the resume fails anyway, with the better message.
+        return Ok(());
+    }
+    let missing: Vec<String> = [run.train_replay(), run.eval_replay()].iter().filter(|path| !path.exists()).map(|path| path.display().to_string()).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "resuming {}: replay file {} missing; `--new-replay` collects new data (a new prefill and held-out episodes) instead",
+        run_dir.display(),
+        missing.join(" and ")
+    );
+    Ok(())
+}
+
+/// Writes `contents` to `path`. When `path` is only the default place in the run folder and the
+/// folder is read-only, says so on stderr and returns false instead of failing.
+fn write_output(path: &std::path::Path, contents: &[u8], default_place: bool) -> anyhow::Result<bool> {
+    match std::fs::write(path, contents) {
+        Ok(()) => Ok(true),
+        Err(error) if default_place && is_read_only(&error) => {
+            eprintln!("note: {} not written: {error} (choose another file with --out)", path.display());
+            Ok(false)
+        }
+        Err(error) => Err(error).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+fn is_read_only(error: &std::io::Error) -> bool {
+    matches!(error.kind(), std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied)
 }
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
@@ -67,10 +107,11 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let report = evaluate_any(&model, &eval_buffer, &options, update, &device);
-    let path = wm_train::run::RunFolder::open(&args.run).eval_json();
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    let path = args.out.clone().unwrap_or_else(|| wm_train::run::RunFolder::open(&args.run).eval_json());
     println!("{}", report.table());
-    println!("written to {}", path.display());
+    if write_output(&path, serde_json::to_string_pretty(&report)?.as_bytes(), args.out.is_none())? {
+        println!("written to {}", path.display());
+    }
 
     if let Some((other, other_update)) = &other {
         // The other model on this run's held-out episodes, with the same protocol and options.
@@ -99,9 +140,17 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
     let (width, height) =
         wm_train::plot::plot_open_loop(&model, compare.as_ref(), &eval_buffer, args.episodes, args.horizon, &path, &device)?;
     let png = std::fs::read(&path).with_context(|| format!("reading back {}", path.display()))?;
-    let mut tensorboard = wm_train::tensorboard::TensorBoard::create(&run.dir).context("opening TensorBoard events")?;
+    let mut tensorboard = match wm_train::tensorboard::TensorBoard::create(&run.dir) {
+        Ok(tensorboard) => tensorboard,
+        Err(error) if is_read_only(&error) => {
+            eprintln!("note: not sent to TensorBoard: {error} (the run folder is read-only)");
+            println!("written {} ({width}x{height})", path.display());
+            return Ok(());
+        }
+        Err(error) => return Err(error).context("opening TensorBoard events"),
+    };
     tensorboard.png("eval/open_loop", png, width, height, update);
-    tensorboard.flush();
+    tensorboard.flush()?;
     println!("written {} ({width}x{height}) and sent to TensorBoard as eval/open_loop", path.display());
     Ok(())
 }

@@ -5,6 +5,7 @@ mod config_errors;
 mod config_walk;
 mod device;
 mod env;
+mod faults;
 mod nonfinite;
 mod resume;
 #[cfg(feature = "tch")]

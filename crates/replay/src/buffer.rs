@@ -108,6 +108,40 @@ impl ReplayBuffer {
             transitions_loaded: buffer.n_transitions(),
             dropped_tail: outcome.dropped_tail,
             compacted,
+            read_only: false,
+        };
+        Ok((buffer, report))
+    }
+
+    /// A memory-only buffer holding the episodes of the existing file at `path` (the newest
+    /// `capacity_transitions` transitions), read without writing to the file and without its
+    /// lock: for evaluation, on read-only folders and while a run is writing the file. Inserts
+    /// stay in memory ([`path`](Self::path) is `None`).
+    ///
+    /// A missing file, a bad header, an unsupported version or another spec is an error. A
+    /// torn final record (possibly an append in progress) is left out and reported in
+    /// [`LoadReport::dropped_tail`]; other damage is an error under [`LoadMode::Strict`], and
+    /// [`LoadMode::RecoverPrefix`] keeps the episodes before it. The file is never modified.
+    pub fn open_read_only(
+        path: impl AsRef<Path>,
+        spec: ReplaySpec,
+        capacity_transitions: usize,
+        mode: LoadMode,
+    ) -> Result<(Self, LoadReport)> {
+        let path = path.as_ref();
+        let mut buffer = Self::new(spec, capacity_transitions)?;
+        let spec_for_file = buffer.spec.clone();
+        let outcome = ReplayFile::read(path, &spec_for_file, mode, |episode| buffer.push_and_evict(episode))?;
+        let report = LoadReport {
+            path: path.to_path_buf(),
+            created: false,
+            episodes_in_file: outcome.episodes_in_file,
+            transitions_in_file: outcome.transitions_in_file,
+            episodes_loaded: buffer.n_episodes(),
+            transitions_loaded: buffer.n_transitions(),
+            dropped_tail: outcome.dropped_tail,
+            compacted: false,
+            read_only: true,
         };
         Ok((buffer, report))
     }
@@ -453,62 +487,143 @@ mod tests {
         assert_eq!(labels(&buffer), vec![4, 5]);
     }
 
+    /// Writes `n` episodes of `transitions` steps labelled 0..n to `path`.
+    fn write_episodes(path: &Path, n: usize, transitions: usize) {
+        let (mut buffer, _) = ReplayBuffer::open(path, spec(), 1000, LoadMode::Strict).expect("create");
+        for label in 0..n {
+            buffer.insert(labelled_episode(label, transitions, true)).expect("append");
+        }
+    }
+
+    fn set_file_len(path: &Path, len: u64) {
+        let file = std::fs::OpenOptions::new().write(true).open(path).expect("open");
+        file.set_len(len).expect("truncate");
+    }
+
     #[test]
-    fn truncated_file_is_reported_with_offset() {
+    fn torn_final_record_is_cut_off_on_open_with_a_report() {
         let folder = tempfile::tempdir().expect("temp dir");
         let path = folder.path().join("replay.wmrb");
-        {
-            let (mut buffer, _) =
-                ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("create");
-            for label in 0..3 {
-                buffer
-                    .insert(labelled_episode(label, 5, true))
-                    .expect("append");
-            }
-        }
+        write_episodes(&path, 3, 5);
         let full_len = std::fs::metadata(&path).expect("exists").len();
-        let last_record_offset = header_bytes() + 2 * episode_record_bytes(&spec(), 5);
-        assert_eq!(
-            full_len,
-            last_record_offset + episode_record_bytes(&spec(), 5)
-        );
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .expect("open");
-        file.set_len(full_len - 7).expect("truncate");
-        drop(file);
+        let record = episode_record_bytes(&spec(), 5);
+        let last_record_offset = header_bytes() + 2 * record;
+        assert_eq!(full_len, last_record_offset + record);
+        // An append cut short: the last record loses its final 7 bytes.
+        set_file_len(&path, full_len - 7);
 
-        let error =
-            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect_err("torn record");
-        match &error {
-            ReplayError::CorruptRecord {
-                offset,
-                intact_episodes,
-                reason,
-                ..
-            } => {
-                assert_eq!(*offset, last_record_offset);
-                assert_eq!(*intact_episodes, 2);
-                assert!(reason.contains("truncated record (episode 2)"), "{reason}");
-            }
-            other => panic!("expected CorruptRecord, got {other:?}"),
-        }
+        let (mut buffer, report) =
+            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("a torn tail is not an error");
+        assert_eq!(labels(&buffer), vec![0, 1]);
+        let dropped = report.dropped_tail.clone().expect("the torn record is reported");
+        assert_eq!((dropped.offset, dropped.bytes, dropped.torn), (last_record_offset, record - 7, true), "{dropped:?}");
+        assert!(dropped.reason.contains("truncated record (episode 2)"), "{}", dropped.reason);
+        let message = report.to_string();
+        assert!(message.contains(&format!("dropped a torn final record: {} bytes from byte {last_record_offset}", record - 7)), "{message}");
+        assert_eq!(std::fs::metadata(&path).expect("exists").len(), last_record_offset, "the torn bytes are cut off");
+        buffer.insert(labelled_episode(7, 2, true)).expect("append after the cut");
+        drop(buffer);
+        let (buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("clean");
+        assert_eq!((labels(&buffer), report.dropped_tail), (vec![0, 1, 7], None));
+    }
+
+    #[test]
+    fn torn_record_header_is_cut_off_on_open() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("replay.wmrb");
+        write_episodes(&path, 2, 4);
+        let full_len = std::fs::metadata(&path).expect("exists").len();
+        // Five bytes of a next record header.
+        set_file_len(&path, full_len + 5);
+        let (buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("torn header");
+        assert_eq!(labels(&buffer), vec![0, 1]);
+        let dropped = report.dropped_tail.expect("reported");
+        assert_eq!((dropped.offset, dropped.bytes, dropped.torn), (full_len, 5, true));
+        assert_eq!(std::fs::metadata(&path).expect("exists").len(), full_len);
+    }
+
+    #[test]
+    fn nonsense_length_in_the_middle_is_corruption_not_a_torn_tail() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("replay.wmrb");
+        write_episodes(&path, 4, 3);
+        let full_len = std::fs::metadata(&path).expect("exists").len();
+        let second_record_offset = header_bytes() + episode_record_bytes(&spec(), 3);
+        let mut bytes = std::fs::read(&path).expect("read");
+        // The second record's payload length becomes 0x7fff_fff1: past the end, and no episode's size.
+        bytes[(second_record_offset + 4) as usize..(second_record_offset + 8) as usize].copy_from_slice(&0x7fff_fff1u32.to_le_bytes());
+        std::fs::write(&path, &bytes).expect("write");
+        let error = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect_err("corrupt length");
         let message = error.to_string();
-        assert!(message.contains(&path.display().to_string()), "{message}");
-        assert!(
-            message.contains(&format!("corrupt at byte {last_record_offset}")),
-            "{message}"
-        );
-        assert!(
-            message.contains("the first 2 episodes are intact"),
-            "{message}"
-        );
-        assert_eq!(
-            std::fs::metadata(&path).expect("exists").len(),
-            full_len - 7,
-            "Strict must not modify the file"
-        );
+        assert!(message.contains(&format!("corrupt at byte {second_record_offset}")), "{message}");
+        assert!(message.contains("the first episode is intact") && message.contains("wm replay recover"), "{message}");
+        assert_eq!(std::fs::metadata(&path).expect("exists").len(), full_len, "Strict must not modify the file");
+    }
+
+    #[test]
+    fn read_only_open_loads_beside_a_writer_and_never_changes_the_file() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("replay.wmrb");
+        let (mut writer, _) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("create");
+        for label in 0..3 {
+            writer.insert(labelled_episode(label, 4, true)).expect("append");
+        }
+        // The writer holds the exclusive lock; a reader needs none.
+        let (reader, report) = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict).expect("read beside the writer");
+        assert_eq!(labels(&reader), vec![0, 1, 2]);
+        assert!(report.read_only && !report.created && report.dropped_tail.is_none(), "{report:?}");
+        assert_eq!(reader.path(), None, "a reader never appends to the file");
+        let second_reader = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict).expect("two readers");
+        assert_eq!(second_reader.0.n_episodes(), 3);
+
+        // A torn tail (an append in progress, say) is left out but stays in the file.
+        let full_len = std::fs::metadata(&path).expect("exists").len();
+        set_file_len(&path, full_len - 3);
+        let (reader, report) = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict).expect("torn tail");
+        assert_eq!(labels(&reader), vec![0, 1]);
+        assert!(report.dropped_tail.as_ref().is_some_and(|d| d.torn), "{report:?}");
+        assert!(report.to_string().contains("left out a torn final record"), "{report}");
+        assert_eq!(std::fs::metadata(&path).expect("exists").len(), full_len - 3, "a reader never cuts the file");
+        drop(writer);
+
+        let missing = folder.path().join("missing.wmrb");
+        let error = ReplayBuffer::open_read_only(&missing, spec(), 1000, LoadMode::Strict).expect_err("missing file");
+        assert!(matches!(error, ReplayError::Io { operation: "open", .. }), "{error:?}");
+        assert!(!missing.exists(), "a reader never creates the file");
+    }
+
+    #[test]
+    fn check_reports_and_recover_cuts_a_corrupt_middle() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("replay.wmrb");
+        write_episodes(&path, 4, 3);
+        let full_len = std::fs::metadata(&path).expect("exists").len();
+        let third_record_offset = header_bytes() + 2 * episode_record_bytes(&spec(), 3);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[(third_record_offset + 12 + 9) as usize] ^= 0x40;
+        std::fs::write(&path, &bytes).expect("write");
+
+        let check = crate::check_file(&path, &spec()).expect("check");
+        assert_eq!((check.file_bytes, check.intact_episodes, check.intact_transitions), (full_len, 2, 6));
+        let damage = check.damage.clone().expect("damage found");
+        assert_eq!((damage.offset, damage.bytes, damage.torn), (third_record_offset, full_len - third_record_offset, false));
+        assert!(check.to_string().contains("CORRUPT from byte"), "{check}");
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "check never changes the file");
+
+        let recovered = crate::recover_file(&path, &spec()).expect("recover");
+        assert_eq!(recovered, check, "recover reports what the file held before the cut");
+        assert_eq!(std::fs::metadata(&path).expect("exists").len(), third_record_offset);
+        let (buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("clean after recovery");
+        assert_eq!((labels(&buffer), report.dropped_tail), (vec![0, 1], None));
+        drop(buffer);
+        let clean = crate::check_file(&path, &spec()).expect("check");
+        assert_eq!(clean.damage, None);
+        assert!(clean.to_string().ends_with("no damage"), "{clean}");
+
+        // Recovering is a writer's job: refused while another writer holds the file.
+        let (_holder, _) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("writer");
+        let error = crate::recover_file(&path, &spec()).expect_err("locked");
+        assert!(matches!(error, ReplayError::FileLocked { .. }), "{error:?}");
     }
 
     #[test]

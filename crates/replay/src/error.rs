@@ -184,7 +184,7 @@ pub enum ReplayError {
     #[error(
         "replay file {} is corrupt at byte {offset}: {reason}; {}",
         .path.display(),
-        intact_prefix_hint(*.intact_episodes)
+        intact_prefix_hint(*.intact_episodes, .path)
     )]
     CorruptRecord {
         /// The file.
@@ -198,19 +198,22 @@ pub enum ReplayError {
     },
 }
 
-/// The advice part of [`ReplayError::CorruptRecord`]'s message.
-fn intact_prefix_hint(intact_episodes: usize) -> String {
-    match intact_episodes {
-        0 => "no episode before it is intact — open with LoadMode::RecoverPrefix to start over \
-              from an empty buffer in this file"
-            .to_string(),
-        1 => {
-            "the first episode is intact — open with LoadMode::RecoverPrefix to keep it".to_string()
-        }
-        n => format!(
-            "the first {n} episodes are intact — open with LoadMode::RecoverPrefix to keep them"
-        ),
-    }
+/// The advice part of [`ReplayError::CorruptRecord`]'s message: what is intact and the two
+/// ways to keep it (the `wm` command for a run folder, the Rust API otherwise).
+fn intact_prefix_hint(intact_episodes: usize, path: &std::path::Path) -> String {
+    let intact = match intact_episodes {
+        0 => "no episode before it is intact".to_string(),
+        1 => "the first episode is intact".to_string(),
+        n => format!("the first {n} episodes are intact"),
+    };
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.display().to_string(),
+        _ => ".".to_string(),
+    };
+    format!(
+        "{intact} — `wm replay recover {folder}` (in Rust: wm_replay::recover_file or \
+         LoadMode::RecoverPrefix) keeps them and cuts the file there"
+    )
 }
 
 /// Shorthand for results carrying a [`ReplayError`].
@@ -231,8 +234,8 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "replay file runs/x/replay.wmrb is corrupt at byte 18234: record checksum mismatch \
-             (episode 41); the first 41 episodes are intact — open with LoadMode::RecoverPrefix to \
-             keep them"
+             (episode 41); the first 41 episodes are intact — `wm replay recover runs/x` (in Rust: \
+             wm_replay::recover_file or LoadMode::RecoverPrefix) keeps them and cuts the file there"
         );
     }
 

@@ -9,7 +9,11 @@
 //!     [`SequenceBatch`], see [`sample`] for the alignment diagram).
 //! * [`ReplayBuffer::open`] persists the buffer as an append-only, checksummed log (format
 //!   documented byte by byte in [`storage`]); damaged files give a [`ReplayError`] naming
-//!   the path and byte offset, and [`LoadMode::RecoverPrefix`] keeps the intact prefix.
+//!   the path and byte offset; a torn final record (an append cut short by a crash) is cut off
+//!   on open, [`LoadMode::RecoverPrefix`] and [`recover_file`] keep the intact prefix of a
+//!   corrupt file, and [`check_file`] reports without changing anything.
+//! * [`ReplayBuffer::open_read_only`] reads a file without writing or locking it (evaluation,
+//!   read-only folders, a file a run is writing).
 //!
 //! ```
 //! use rand::SeedableRng;
@@ -43,5 +47,5 @@ pub use buffer::ReplayBuffer;
 pub use episode::{Episode, EpisodeBuilder, ReplaySpec};
 pub use error::ReplayError;
 pub use sample::{SequenceBatch, SequenceMode, TransitionBatch};
-pub use storage::{DroppedTail, LoadMode, LoadReport};
+pub use storage::{DroppedTail, FileCheck, LoadMode, LoadReport, check_file, recover_file};
 pub use wm_envs::Space;

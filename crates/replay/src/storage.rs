@@ -36,13 +36,17 @@
 //! inserted, so a crash or kill of the process loses at most the episode being built; an
 //! OS crash or power loss can lose what was not yet fsynced (see
 //! [`ReplayBuffer::flush`](crate::ReplayBuffer::flush)). A torn last record is detected on
-//! load (truncation or checksum) and reported with its byte offset; `LoadMode::RecoverPrefix`
-//! cuts it off. New files and compacted files are written to `<path>.tmp`, fsynced and
+//! load and reported with its byte offset: a record that stops early at the end of the file
+//! under a plausible header (an append cut short) is cut off on open in any mode; other damage
+//! (a checksum mismatch, a nonsense length) is an error unless `LoadMode::RecoverPrefix` cuts
+//! it off ([`recover_file`] does the same without loading; [`check_file`] only reports). New files and compacted files are written to `<path>.tmp`, fsynced and
 //! renamed over `<path>`, so the header is never torn.
 //!
 //! While a buffer has the file open it holds an exclusive advisory lock on it, so a
 //! second writer (another run pointed at the same folder) gets an error instead of
-//! interleaving records.
+//! interleaving records. Readers ([`ReplayBuffer::open_read_only`](crate::ReplayBuffer::open_read_only))
+//! take no lock and never write: they read the records complete when they opened the file,
+//! so they work on read-only folders and beside a running writer.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -70,10 +74,15 @@ const FLAG_TERMINATED: u32 = 1;
 const FLAG_TRUNCATED: u32 = 2;
 
 /// How [`ReplayBuffer::open`](crate::ReplayBuffer::open) treats a damaged record.
+///
+/// In both modes a *torn final record* (a record at the end of the file whose header is
+/// plausible but whose bytes stop early: an append cut short by a kill or a full disk) is cut
+/// off and reported in [`LoadReport::dropped_tail`] (with `torn: true`); it is the ordinary
+/// trace of a crash, not corruption.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LoadMode {
-    /// Any truncated, corrupt or undecodable record is an error
-    /// ([`ReplayError::CorruptRecord`]); the file is left untouched.
+    /// Any other damaged record (checksum mismatch, undecodable, nonsense length) is an
+    /// error ([`ReplayError::CorruptRecord`]); the file is left untouched.
     #[default]
     Strict,
     /// Keep the episodes before the first damaged record, cut the file there (so appends
@@ -82,15 +91,17 @@ pub enum LoadMode {
     RecoverPrefix,
 }
 
-/// The part of a file that [`LoadMode::RecoverPrefix`] cut off.
+/// The part of a file that was cut off (or, read-only, left out) at the first damaged record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DroppedTail {
-    /// Byte offset where the first damaged record started; the file now ends here.
+    /// Byte offset where the first damaged record started (a writer cut the file here).
     pub offset: u64,
-    /// Number of bytes removed from the end of the file.
+    /// Number of bytes from `offset` to the end of the file.
     pub bytes: u64,
     /// Why the record at `offset` was rejected (names the episode index).
     pub reason: String,
+    /// The damage was a torn final record (an append cut short), not corruption.
+    pub torn: bool,
 }
 
 /// What [`ReplayBuffer::open`](crate::ReplayBuffer::open) found and did.
@@ -108,8 +119,12 @@ pub struct LoadReport {
     pub episodes_loaded: usize,
     /// Transitions kept in memory.
     pub transitions_loaded: usize,
-    /// What `RecoverPrefix` dropped from the end of the file, if anything.
+    /// What was dropped from the end of the file (a torn final record, or any damage under
+    /// `RecoverPrefix`), if anything.
     pub dropped_tail: Option<DroppedTail>,
+    /// The file was only read ([`ReplayBuffer::open_read_only`](crate::ReplayBuffer::open_read_only)):
+    /// a dropped tail was left out of memory but is still in the file.
+    pub read_only: bool,
     /// The file held much more than the live episodes and was rewritten to hold only them.
     pub compacted: bool,
 }
@@ -129,9 +144,11 @@ impl std::fmt::Display for LoadReport {
             self.path.display()
         )?;
         if let Some(dropped) = &self.dropped_tail {
+            let what = if dropped.torn { "a torn final record" } else { "damaged records" };
+            let action = if self.read_only { "left out" } else { "dropped" };
             write!(
                 formatter,
-                "; dropped {} damaged bytes from byte {} ({})",
+                "; {action} {what}: {} bytes from byte {} ({})",
                 dropped.bytes, dropped.offset, dropped.reason
             )?;
         }
@@ -196,76 +213,68 @@ impl ReplayFile {
             .open(path)
             .map_err(|source| io_error("open", path, source))?;
         lock_exclusively(&file, path)?;
-        let file_len = file
-            .metadata()
-            .map_err(|source| io_error("read the size of", path, source))?
-            .len();
-
-        let mut reader = BufReader::new(&file);
-        let header_len = read_and_check_header(&mut reader, path, spec, file_len)?;
-
-        let mut offset = header_len;
-        let mut episodes_in_file = 0usize;
-        let mut transitions_in_file = 0usize;
-        let mut damage: Option<(u64, String)> = None;
-        while offset < file_len {
-            match read_episode_record(&mut reader, path, spec, offset, file_len, episodes_in_file)?
-            {
-                Ok((episode, record_len)) => {
-                    offset += record_len;
-                    episodes_in_file += 1;
-                    transitions_in_file += episode.len();
-                    on_episode(episode);
-                }
-                Err(reason) => {
-                    damage = Some((offset, reason));
-                    break;
-                }
-            }
-        }
-        drop(reader);
+        let scan = scan_file(&file, path, spec, &mut on_episode)?;
 
         let mut dropped_tail = None;
-        if let Some((damage_offset, reason)) = damage {
-            match mode {
-                LoadMode::Strict => {
-                    return Err(ReplayError::CorruptRecord {
-                        path: path.to_path_buf(),
-                        offset: damage_offset,
-                        reason,
-                        intact_episodes: episodes_in_file,
-                    });
-                }
-                LoadMode::RecoverPrefix => {
-                    // Cut the damaged tail so the next append starts right after the last
-                    // intact record; otherwise the garbage would sit between records forever.
-                    file.set_len(damage_offset)
-                        .map_err(|source| io_error("truncate the damaged tail of", path, source))?;
-                    file.sync_all()
-                        .map_err(|source| io_error("fsync", path, source))?;
-                    dropped_tail = Some(DroppedTail {
-                        offset: damage_offset,
-                        bytes: file_len - damage_offset,
-                        reason,
-                    });
-                    offset = damage_offset;
-                }
+        let mut len = scan.file_len;
+        if let Some(damage) = scan.damage {
+            if !damage.torn && mode == LoadMode::Strict {
+                return Err(damage.into_error(path, scan.episodes_in_file));
             }
+            // A torn final record (an append cut short by a crash or a full disk) is cut off
+            // whatever the mode; so is any damage under RecoverPrefix. Cutting it lets the next
+            // append start right after the last intact record; otherwise the garbage would sit
+            // between records forever.
+            file.set_len(damage.offset)
+                .map_err(|source| io_error("truncate the damaged tail of", path, source))?;
+            file.sync_all()
+                .map_err(|source| io_error("fsync", path, source))?;
+            len = damage.offset;
+            dropped_tail = Some(damage.into_dropped(scan.file_len));
         }
 
         let replay_file = Self {
             path: path.to_path_buf(),
             file,
-            len: offset,
-            header_len,
+            len,
+            header_len: scan.header_len,
         };
         let outcome = FileLoadOutcome {
             created: false,
-            episodes_in_file,
-            transitions_in_file,
+            episodes_in_file: scan.episodes_in_file,
+            transitions_in_file: scan.transitions_in_file,
             dropped_tail,
         };
         Ok((replay_file, outcome))
+    }
+
+    /// Reads `path` without writing to it and without its lock (a writer may be appending to
+    /// it): checks the header against `spec` and hands every intact episode, oldest first, to
+    /// `on_episode`. A missing file is an error. A torn final record (possibly an append in
+    /// progress) is left out and reported; other damage is an error under
+    /// [`LoadMode::Strict`], and under [`LoadMode::RecoverPrefix`] the episodes before it are
+    /// kept. The file is never modified.
+    pub(crate) fn read(
+        path: &Path,
+        spec: &ReplaySpec,
+        mode: LoadMode,
+        mut on_episode: impl FnMut(Episode),
+    ) -> Result<FileLoadOutcome> {
+        let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+        let scan = scan_file(&file, path, spec, &mut on_episode)?;
+        let mut dropped_tail = None;
+        if let Some(damage) = scan.damage {
+            if !damage.torn && mode == LoadMode::Strict {
+                return Err(damage.into_error(path, scan.episodes_in_file));
+            }
+            dropped_tail = Some(damage.into_dropped(scan.file_len));
+        }
+        Ok(FileLoadOutcome {
+            created: false,
+            episodes_in_file: scan.episodes_in_file,
+            transitions_in_file: scan.transitions_in_file,
+            dropped_tail,
+        })
     }
 
     /// Appends one episode record with a single write. On failure the file is cut back
@@ -336,17 +345,22 @@ impl ReplayFile {
             .open(&temporary_path)
             .map_err(|source| io_error("create", &temporary_path, source))?;
         lock_exclusively(&file, &temporary_path)?;
-        let len = match write_header_and_records(&file, &temporary_path, spec, episodes) {
+        let written = write_header_and_records(&file, &temporary_path, spec, episodes).and_then(|len| {
+            file.sync_all()
+                .map_err(|source| io_error("fsync", &temporary_path, source))?;
+            std::fs::rename(&temporary_path, path)
+                .map_err(|source| io_error("rename the new file over", path, source))?;
+            Ok(len)
+        });
+        let len = match written {
             Ok(len) => len,
             Err(error) => {
+                // Best effort: a leftover temporary file would only waste space (a full disk is
+                // the likely cause), it is never read.
                 let _ = std::fs::remove_file(&temporary_path);
                 return Err(error);
             }
         };
-        file.sync_all()
-            .map_err(|source| io_error("fsync", &temporary_path, source))?;
-        std::fs::rename(&temporary_path, path)
-            .map_err(|source| io_error("rename the new file over", path, source))?;
         sync_parent_folder(path)?;
         let header_len = encode_header(spec).len() as u64;
         Ok(Self {
@@ -356,6 +370,170 @@ impl ReplayFile {
             header_len,
         })
     }
+}
+
+/// Damage found after the header: where the first bad record starts and why it is bad.
+struct Damage {
+    offset: u64,
+    reason: String,
+    /// The record runs past the end of the file with a plausible header: an append that was
+    /// cut short (a kill during the write, a full disk), not corruption.
+    torn: bool,
+}
+
+impl Damage {
+    fn into_error(self, path: &Path, intact_episodes: usize) -> ReplayError {
+        ReplayError::CorruptRecord {
+            path: path.to_path_buf(),
+            offset: self.offset,
+            reason: self.reason,
+            intact_episodes,
+        }
+    }
+
+    fn into_dropped(self, file_len: u64) -> DroppedTail {
+        DroppedTail {
+            offset: self.offset,
+            bytes: file_len - self.offset,
+            reason: self.reason,
+            torn: self.torn,
+        }
+    }
+}
+
+/// What [`scan_file`] found.
+struct Scan {
+    header_len: u64,
+    file_len: u64,
+    episodes_in_file: usize,
+    transitions_in_file: usize,
+    damage: Option<Damage>,
+}
+
+/// Reads the header and every record of `file` from the start, handing intact episodes to
+/// `on_episode`, and stops at the first damaged record.
+fn scan_file(
+    file: &File,
+    path: &Path,
+    spec: &ReplaySpec,
+    on_episode: &mut impl FnMut(Episode),
+) -> Result<Scan> {
+    let file_len = file
+        .metadata()
+        .map_err(|source| io_error("read the size of", path, source))?
+        .len();
+    let mut reader = BufReader::new(file);
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|source| io_error("read", path, source))?;
+    let header_len = read_and_check_header(&mut reader, path, spec, file_len)?;
+    let mut offset = header_len;
+    let mut episodes_in_file = 0usize;
+    let mut transitions_in_file = 0usize;
+    let mut damage = None;
+    while offset < file_len {
+        match read_episode_record(&mut reader, path, spec, offset, file_len, episodes_in_file)? {
+            Ok((episode, record_len)) => {
+                offset += record_len;
+                episodes_in_file += 1;
+                transitions_in_file += episode.len();
+                on_episode(episode);
+            }
+            Err(RecordDamage { reason, torn }) => {
+                damage = Some(Damage { offset, reason, torn });
+                break;
+            }
+        }
+    }
+    Ok(Scan {
+        header_len,
+        file_len,
+        episodes_in_file,
+        transitions_in_file,
+        damage,
+    })
+}
+
+/// What a check of a replay file found (see [`check_file`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileCheck {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub file_bytes: u64,
+    /// Intact episode records before the first damaged one (all of them when undamaged).
+    pub intact_episodes: usize,
+    /// Transitions in those records.
+    pub intact_transitions: usize,
+    /// The first damaged record and everything after it, if any.
+    pub damage: Option<DroppedTail>,
+}
+
+impl std::fmt::Display for FileCheck {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{}: {} bytes, {} intact episodes ({} transitions)",
+            self.path.display(),
+            self.file_bytes,
+            self.intact_episodes,
+            self.intact_transitions
+        )?;
+        match &self.damage {
+            None => write!(formatter, ", no damage"),
+            Some(damage) if damage.torn => write!(
+                formatter,
+                "; a torn final record ({} bytes from byte {}: {}), cut off automatically when a writer opens the file",
+                damage.bytes, damage.offset, damage.reason
+            ),
+            Some(damage) => write!(
+                formatter,
+                "; CORRUPT from byte {} ({} bytes: {}); recovering keeps the {} intact episodes and cuts the rest",
+                damage.offset, damage.bytes, damage.reason, self.intact_episodes
+            ),
+        }
+    }
+}
+
+/// Reads the replay file at `path` without modifying or locking it and reports the intact
+/// episodes and the first damaged record, if any. Fails only when the file cannot be read or
+/// its header is bad, of another version or of another spec than `spec`.
+pub fn check_file(path: &Path, spec: &ReplaySpec) -> Result<FileCheck> {
+    let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+    let scan = scan_file(&file, path, spec, &mut |_| {})?;
+    Ok(FileCheck {
+        path: path.to_path_buf(),
+        file_bytes: scan.file_len,
+        intact_episodes: scan.episodes_in_file,
+        intact_transitions: scan.transitions_in_file,
+        damage: scan.damage.map(|damage| damage.into_dropped(scan.file_len)),
+    })
+}
+
+/// Keeps the intact prefix of the replay file at `path`: cuts the file at its first damaged
+/// record (under the file's exclusive lock, so not while a run is writing it) and returns what
+/// the file held before the cut. An undamaged file is left as it is.
+pub fn recover_file(path: &Path, spec: &ReplaySpec) -> Result<FileCheck> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| io_error("open", path, source))?;
+    lock_exclusively(&file, path)?;
+    let scan = scan_file(&file, path, spec, &mut |_| {})?;
+    if let Some(damage) = &scan.damage {
+        file.set_len(damage.offset)
+            .map_err(|source| io_error("truncate the damaged tail of", path, source))?;
+        file.sync_all()
+            .map_err(|source| io_error("fsync", path, source))?;
+    }
+    Ok(FileCheck {
+        path: path.to_path_buf(),
+        file_bytes: scan.file_len,
+        intact_episodes: scan.episodes_in_file,
+        intact_transitions: scan.transitions_in_file,
+        damage: scan.damage.map(|damage| damage.into_dropped(scan.file_len)),
+    })
 }
 
 /// Length of the header written for `spec` (tests compute record offsets from it).
@@ -401,6 +579,19 @@ fn episode_payload_bytes(spec: &ReplaySpec, transitions: usize) -> u64 {
         + transitions * spec.action_width() as u64
         + transitions;
     EPISODE_PAYLOAD_FIXED_BYTES + 4 * values
+}
+
+/// Whether `payload_bytes` is the payload size of an episode of at least one transition.
+fn is_episode_payload_size(spec: &ReplaySpec, payload_bytes: u64) -> bool {
+    let Some(value_bytes) = payload_bytes.checked_sub(EPISODE_PAYLOAD_FIXED_BYTES) else {
+        return false;
+    };
+    // values = (T+1)*D + T*A + T = D + T*(D + A + 1)
+    let per_transition = (spec.obs_dim + spec.action_width() + 1) as u64;
+    let Some(transition_values) = (value_bytes / 4).checked_sub(spec.obs_dim as u64) else {
+        return false;
+    };
+    value_bytes % 4 == 0 && transition_values > 0 && transition_values % per_transition == 0
 }
 
 /// Checks that `episode` can be written as a record (its payload fits a u32 length).
@@ -454,6 +645,16 @@ fn record_crc(tag_and_len: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// Why a record was rejected.
+#[derive(Debug)]
+struct RecordDamage {
+    /// What is wrong, naming the episode index.
+    reason: String,
+    /// The record is incomplete at the end of the file with a plausible header (an append
+    /// cut short), rather than corrupt.
+    torn: bool,
+}
+
 /// Reads the record at `offset`. The outer `Result` is an I/O failure; the inner `Err`
 /// is damage (a reason naming `episode_index`) that `RecoverPrefix` may cut off.
 fn read_episode_record(
@@ -463,13 +664,17 @@ fn read_episode_record(
     offset: u64,
     file_len: u64,
     episode_index: usize,
-) -> Result<std::result::Result<(Episode, u64), String>> {
+) -> Result<std::result::Result<(Episode, u64), RecordDamage>> {
+    let corrupt = |reason: String| Ok(Err(RecordDamage { reason, torn: false }));
     let remaining = file_len - offset;
     if remaining < RECORD_HEADER_BYTES {
-        return Ok(Err(format!(
-            "truncated record (episode {episode_index}): a record header needs {RECORD_HEADER_BYTES} bytes, \
-             only {remaining} remain"
-        )));
+        return Ok(Err(RecordDamage {
+            reason: format!(
+                "truncated record (episode {episode_index}): a record header needs {RECORD_HEADER_BYTES} bytes, \
+                 only {remaining} remain"
+            ),
+            torn: true,
+        }));
     }
     let mut record_header = [0u8; RECORD_HEADER_BYTES as usize];
     read_exactly(reader, &mut record_header, path)?;
@@ -478,30 +683,36 @@ fn read_episode_record(
     let stored_crc = u32_at(&record_header, 8);
     let payload_remaining = remaining - RECORD_HEADER_BYTES;
     if u64::from(payload_len) > payload_remaining {
-        return Ok(Err(format!(
-            "truncated record (episode {episode_index}): the record announces {payload_len} payload bytes, \
-             only {payload_remaining} remain"
-        )));
+        // An append cut short leaves a valid header announcing a size some episode can have;
+        // a damaged length field almost never does.
+        let torn = tag == EPISODE_RECORD_TAG && is_episode_payload_size(spec, u64::from(payload_len));
+        return Ok(Err(RecordDamage {
+            reason: format!(
+                "truncated record (episode {episode_index}): the record announces {payload_len} payload bytes, \
+                 only {payload_remaining} remain"
+            ),
+            torn,
+        }));
     }
     let mut payload = vec![0u8; payload_len as usize];
     read_exactly(reader, &mut payload, path)?;
     if record_crc(&record_header[0..8], &payload) != stored_crc {
-        return Ok(Err(format!(
+        return corrupt(format!(
             "record checksum mismatch (episode {episode_index})"
-        )));
+        ));
     }
     if tag != EPISODE_RECORD_TAG {
-        return Ok(Err(format!(
+        return corrupt(format!(
             "unknown record tag {tag} (episode {episode_index}); format version {FORMAT_VERSION} only has \
              tag {EPISODE_RECORD_TAG} (episode)"
-        )));
+        ));
     }
     let episode = match decode_episode_payload(spec, &payload) {
         Ok(episode) => episode,
         Err(problem) => {
-            return Ok(Err(format!(
+            return corrupt(format!(
                 "malformed episode record (episode {episode_index}): {problem}"
-            )));
+            ));
         }
     };
     Ok(Ok((episode, RECORD_HEADER_BYTES + u64::from(payload_len))))

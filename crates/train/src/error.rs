@@ -20,6 +20,9 @@ pub enum TrainError {
     /// Checkpoint failure.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// TensorBoard event file failure.
+    #[error(transparent)]
+    TensorBoard(#[from] crate::tensorboard::TensorBoardError),
     /// A file in the run folder.
     #[error("{operation} {path}: {source}")]
     Io {

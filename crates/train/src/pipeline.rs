@@ -9,7 +9,8 @@
 //! - Workers and learner talk only through [`WorkerMessage`] (closed enum, bounded channel: a slow
 //!   learner gives back-pressure), the limiter's counters and the [`WeightsSlot`].
 //! - Every thread is joined before [`run`] returns; a worker's panic or error ends the run with an
-//!   error naming the worker, and a learner error stops the workers.
+//!   error naming the worker, and a learner error stops the workers. A learner panic stops and
+//!   joins the workers too, then unwinds on: never a hang.
 //! - In deterministic mode one worker collects exactly one episode per permit from the learner,
 //!   so the interleaving of collection and updates, and hence every number, is fixed by the seed.
 
@@ -231,10 +232,13 @@ pub fn run(
         drop(sender);
         let mut permit_sender = setup.deterministic.then_some(permit_sender);
 
-        let result = match handles.iter().position(Result::is_err) {
+        // A panic of the learner (the update callback included) is caught so that the workers
+        // are stopped and joined first: the scope would otherwise wait forever for workers
+        // blocked in the limiter or on a full channel. It is raised again once they are gone.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| match handles.iter().position(Result::is_err) {
             Some(worker) => Err(TrainError::Worker { worker, error: "the thread could not be spawned".into() }),
             None => learner_loop(n_workers, replay, weights, interrupt, &limiter, &receiver, &mut permit_sender, &mut update),
-        };
+        }));
 
         // Unblock every worker: the stop flag ends limiter waits, dropping the receiver ends
         // blocked sends, dropping the permit sender ends permit waits.
@@ -245,7 +249,10 @@ pub fn run(
             // worker_main catches panics, so a join error cannot carry one; ignore it.
             let _ = handle.join();
         }
-        result
+        match result {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     })
 }
 
@@ -594,6 +601,36 @@ mod tests {
         });
         assert!(matches!(result, Err(TrainError::WorkersGone)), "{result:?}");
         // `run` returned, so every worker saw the stop and was joined.
+    }
+
+    /// Before the fix the scope waited forever for workers blocked in the limiter (this test
+    /// timed out); the run happens on a thread so that a regression fails instead of hanging.
+    #[test]
+    fn learner_panic_stops_and_joins_the_workers_then_unwinds() {
+        for deterministic in [false, true] {
+            let (done_sender, done) = crossbeam_channel::bounded(1);
+            std::thread::spawn(move || {
+                let setup = setup(2, cartpoles(), deterministic);
+                let mut replay = ReplayBuffer::new(setup.replay_spec.clone(), 1_000_000).expect("buffer");
+                let weights = Arc::new(WeightsSlot::default());
+                let interrupt = AtomicBool::new(false);
+                let mut updates = 0;
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    run(&setup, &mut replay, &weights, &interrupt, |_, _| {
+                        updates += 1;
+                        assert!(updates < 20, "simulated learner bug");
+                        Ok(Control::Continue)
+                    })
+                }));
+                let message = match outcome {
+                    Ok(result) => format!("no panic came out: {result:?}"),
+                    Err(payload) => payload.downcast_ref::<String>().cloned().unwrap_or_default(),
+                };
+                let _ = done_sender.send(message);
+            });
+            let message = done.recv_timeout(Duration::from_secs(120)).expect("the pipeline hung after the learner panicked");
+            assert!(message.contains("simulated learner bug"), "deterministic={deterministic}: {message:?}");
+        }
     }
 
     #[test]

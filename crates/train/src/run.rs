@@ -1,7 +1,10 @@
-//! Run folders: `runs/{env}__{model}__{seed}__{unixtime}/` and the files inside.
+//! Run folders: `runs/{env}__{model}__{seed}__{unixtime}/` and the files inside, and how the
+//! trainer (read-write, locked) and evaluation (read-only, unlocked) open its replay files.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use wm_replay::{LoadMode, LoadReport, ReplayBuffer, ReplayError, ReplaySpec};
 
 /// The files of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,39 @@ impl RunFolder {
     /// The imagined-versus-real plot.
     pub fn plot_png(&self) -> PathBuf {
         self.dir.join("open_loop.png")
+    }
+}
+
+/// Opens a run's replay file for writing (created if missing). A torn final record (an append
+/// cut short by a kill or a full disk) is cut off by the replay crate; this says so on stderr,
+/// naming the bytes dropped, so that nothing disappears silently.
+pub fn open_replay(path: &Path, spec: ReplaySpec, capacity: usize) -> Result<ReplayBuffer, ReplayError> {
+    let (buffer, report) = ReplayBuffer::open(path, spec, capacity, LoadMode::Strict)?;
+    warn_about_dropped_tail(&report);
+    Ok(buffer)
+}
+
+/// Opens a run's replay file read-only, without its lock (evaluation and plots: on read-only
+/// folders, beside a running `wm train`, the same run twice). A torn final record is left out
+/// with a warning on stderr; a missing file or corruption is an error.
+pub fn open_replay_read_only(path: &Path, spec: ReplaySpec, capacity: usize) -> Result<ReplayBuffer, ReplayError> {
+    let (buffer, report) = ReplayBuffer::open_read_only(path, spec, capacity, LoadMode::Strict)?;
+    warn_about_dropped_tail(&report);
+    Ok(buffer)
+}
+
+fn warn_about_dropped_tail(report: &LoadReport) {
+    if let Some(dropped) = &report.dropped_tail {
+        let action = if report.read_only { "left out" } else { "cut off" };
+        eprintln!(
+            "warning: {}: {action} {} bytes from byte {} ({}); the {} intact episodes ({} transitions) before them are kept",
+            report.path.display(),
+            dropped.bytes,
+            dropped.offset,
+            dropped.reason,
+            report.episodes_in_file,
+            report.transitions_in_file
+        );
     }
 }
 

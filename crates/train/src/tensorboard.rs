@@ -1,10 +1,19 @@
-//! TensorBoard event files: writing (through tensorboard-rs) and reading back (for tests and for
-//! `wm` itself, which checks what it wrote).
+//! TensorBoard event files: writing (our own writer over tensorboard-rs's record framing, so
+//! that every I/O error comes back as an error) and reading back (for tests and for `wm`
+//! itself, which checks what it wrote).
 //!
 //! Tags are namespaced: `loss/*` for the loss terms, `eval/*` for held-out metrics, `perf/*` for
 //! throughput, `config` (text) for the hyperparameters, logged once.
+//!
+//! Each [`TensorBoard`] writes a new file named as TensorFlow names them,
+//! `events.out.tfevents.{unix seconds}.{host}.{pid}.{n}`, created exclusively: a file that
+//! exists (a resume in the same second, another process) is never overwritten, `n` counts up
+//! instead.
 
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use protobuf::{Message, RepeatedField};
 use tensorboard_proto::event::Event;
@@ -12,7 +21,7 @@ use tensorboard_proto::summary::{Summary, Summary_Image, Summary_Value, SummaryM
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::tensor_shape::TensorShapeProto;
 use tensorboard_proto::types::DataType;
-use tensorboard_rs::summary_writer::FileWriter;
+use tensorboard_rs::record_writer::RecordWriter;
 
 /// Errors reading event files back.
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +46,77 @@ pub enum EventFileError {
     },
 }
 
-/// Writes scalars, images and text to one event file in a run folder.
+/// A write to an event file failed (a full disk, a vanished folder, ...). After the first
+/// failure the writer drops every later event, and [`TensorBoard::flush`] returns this error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write TensorBoard event file {}: {source}", .path.display())]
+pub struct TensorBoardError {
+    /// The event file.
+    pub path: PathBuf,
+    /// The first I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes scalars, images and text to one new event file in a run folder.
+///
+/// Writes are buffered and cannot fail on their own: the first I/O error is kept, later events
+/// are dropped, and [`flush`](Self::flush) (which the trainer calls at every evaluation and at
+/// the end) returns it. Dropping a writer flushes it, ignoring errors.
 pub struct TensorBoard {
-    writer: FileWriter,
+    writer: RecordWriter<BufWriter<File>>,
+    path: PathBuf,
+    error: Option<std::io::Error>,
+}
+
+impl std::fmt::Debug for TensorBoard {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("TensorBoard").field("path", &self.path).field("error", &self.error).finish()
+    }
 }
 
 impl TensorBoard {
-    /// Opens a new event file in `dir` (created if missing).
+    /// Creates a new event file in `dir` (created if missing) and writes its version record;
+    /// fails if the file cannot be created or written.
     pub fn create(dir: &Path) -> Result<Self, std::io::Error> {
-        // tensorboard-rs panics where it cannot create the folder; create it first to get an error.
         std::fs::create_dir_all(dir)?;
-        Ok(Self { writer: FileWriter::new(dir) })
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let host = host_name();
+        let pid = std::process::id();
+        let mut attempt = 0u32;
+        let (file, path) = loop {
+            let path = dir.join(format!("events.out.tfevents.{:010}.{host}.{pid}.{attempt}", now.as_secs()));
+            match File::options().write(true).create_new(true).open(&path) {
+                Ok(file) => break (file, path),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 10_000 => attempt += 1,
+                Err(error) => return Err(std::io::Error::new(error.kind(), format!("creating {}: {error}", path.display()))),
+            }
+        };
+        let mut tensorboard = Self::from_file(file, path);
+        let mut version = Event::new();
+        version.set_wall_time(now.as_secs_f64());
+        version.set_file_version("brain.Event:2".to_string());
+        tensorboard.write_event(&version);
+        if let Err(error) = tensorboard.flush() {
+            // An empty event file would only confuse readers.
+            let _ = std::fs::remove_file(&error.path);
+            return Err(std::io::Error::new(error.source.kind(), error.to_string()));
+        }
+        Ok(tensorboard)
+    }
+
+    fn from_file(file: File, path: PathBuf) -> Self {
+        Self { writer: RecordWriter::new(BufWriter::new(file)), path, error: None }
+    }
+
+    /// The event file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Logs one scalar.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
-        self.writer.add_summary(tensorboard_rs::summary::scalar(tag, value as f32), step as usize);
+        self.write_summary(tensorboard_rs::summary::scalar(tag, value as f32), step);
     }
 
     /// Logs each `(name, value)` as `{prefix}/{name}`.
@@ -92,16 +156,68 @@ impl TensorBoard {
         self.write_value(value, step);
     }
 
-    /// Pushes buffered events to the file.
-    pub fn flush(&mut self) {
-        self.writer.flush();
+    /// Pushes buffered events to the file; returns the first write error of this writer, if
+    /// any (then nothing was written since it).
+    pub fn flush(&mut self) -> Result<(), TensorBoardError> {
+        if self.error.is_none()
+            && let Err(error) = self.writer.flush()
+        {
+            self.error = Some(error);
+        }
+        match &self.error {
+            None => Ok(()),
+            Some(error) => Err(TensorBoardError {
+                path: self.path.clone(),
+                source: std::io::Error::new(error.kind(), error.to_string()),
+            }),
+        }
     }
 
     fn write_value(&mut self, value: Summary_Value, step: u64) {
         let mut summary = Summary::new();
         summary.set_value(RepeatedField::from(vec![value]));
-        self.writer.add_summary(summary, step as usize);
+        self.write_summary(summary, step);
     }
+
+    fn write_summary(&mut self, summary: Summary, step: u64) {
+        let mut event = Event::new();
+        event.set_wall_time(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        event.set_step(step as i64);
+        event.set_summary(summary);
+        self.write_event(&event);
+    }
+
+    fn write_event(&mut self, event: &Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = event
+            .write_to_bytes()
+            .map_err(|error| std::io::Error::other(format!("encoding an event: {error}")))
+            .and_then(|bytes| self.writer.write(&bytes));
+        if let Err(error) = result {
+            self.error = Some(error);
+        }
+    }
+}
+
+impl Drop for TensorBoard {
+    fn drop(&mut self) {
+        // Callers that care flush first and see the error; here there is no one to tell.
+        let _ = self.flush();
+    }
+}
+
+/// This machine's name for event file names (TensorFlow's convention), or `localhost`; only
+/// characters safe in a file name are kept.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_default();
+    let name: String = name.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+    if name.is_empty() { "localhost".to_string() } else { name }
 }
 
 /// One scalar read back from an event file.
@@ -128,10 +244,18 @@ pub fn read_scalars(dir: &Path) -> Result<Vec<ScalarEvent>, EventFileError> {
         .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents")))
         .collect();
     files.sort();
-    let mut scalars = Vec::new();
+    let mut parsed = Vec::with_capacity(files.len());
     for path in files {
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        for event in parse_records(&bytes, &path)? {
+        let events = parse_records(&bytes, &path)?;
+        parsed.push((events.first().map_or(f64::INFINITY, Event::get_wall_time), events));
+    }
+    // In the order they were started (file names order them only to the second); the sort is
+    // stable, so files without a time keep their name order.
+    parsed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut scalars = Vec::new();
+    for (_, events) in parsed {
+        for event in events {
             if !event.has_summary() {
                 continue;
             }
@@ -179,7 +303,7 @@ mod tests {
             tb.scalar("loss/total", 1.5, 1);
             tb.scalars("eval", [("nll", -0.25), ("rmse", 0.125)], 2);
             tb.text("config", "(env: \"cartpole\")", 0);
-            tb.flush();
+            tb.flush().expect("flush");
         }
         let scalars = read_scalars(dir.path()).expect("read back");
         let summary: Vec<(String, i64, f32)> = scalars.into_iter().map(|s| (s.tag, s.step, s.value)).collect();
@@ -190,12 +314,45 @@ mod tests {
     }
 
     #[test]
+    fn writers_started_in_the_same_second_never_share_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut first = TensorBoard::create(dir.path()).expect("create");
+        let mut second = TensorBoard::create(dir.path()).expect("create in the same second");
+        assert_ne!(first.path(), second.path());
+        first.scalar("loss/total", 1.0, 1);
+        second.scalar("loss/total", 2.0, 2);
+        first.flush().expect("flush");
+        second.flush().expect("flush");
+        let name = first.path().file_name().and_then(|n| n.to_str()).expect("utf-8").to_string();
+        assert!(name.starts_with("events.out.tfevents.") && name.ends_with(&format!(".{}.0", std::process::id())), "{name}");
+        drop((first, second));
+        let values: Vec<(i64, f32)> = read_scalars(dir.path()).expect("read").into_iter().map(|s| (s.step, s.value)).collect();
+        assert_eq!(values, vec![(1, 1.0), (2, 2.0)], "both files kept, read in the order they were started");
+    }
+
+    /// `/dev/full` fails every write with "No space left on device", like a full disk.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_write_error_comes_back_from_flush_and_later_events_are_dropped() {
+        let full = File::options().write(true).open("/dev/full").expect("/dev/full exists on Linux");
+        let mut tb = TensorBoard::from_file(full, PathBuf::from("/dev/full"));
+        tb.scalar("loss/total", 1.0, 1);
+        let error = tb.flush().expect_err("the disk is full");
+        assert_eq!(error.source.raw_os_error(), Some(28), "ENOSPC: {error}");
+        let message = error.to_string();
+        assert!(message.contains("cannot write TensorBoard event file /dev/full") && message.contains("No space left"), "{message}");
+        // Later writes neither panic nor clear the error.
+        tb.scalars("eval", [("nll", 1.0)], 2);
+        assert!(tb.flush().is_err());
+    }
+
+    #[test]
     fn truncated_event_file_is_reported_with_offset() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let mut tb = TensorBoard::create(dir.path()).expect("create");
             tb.scalar("loss/total", 1.5, 1);
-            tb.flush();
+            tb.flush().expect("flush");
         }
         let file = std::fs::read_dir(dir.path()).expect("dir").next().expect("one file").expect("entry").path();
         let bytes = std::fs::read(&file).expect("read");

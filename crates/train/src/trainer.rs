@@ -13,7 +13,7 @@ use burn::module::Module;
 use wm_agent::ActorCritic;
 use wm_backend::{Device, DeviceSpec};
 use wm_models::Normalizer;
-use wm_replay::{LoadMode, ReplayBuffer};
+use wm_replay::ReplayBuffer;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::{ConfigError, TrainConfig};
@@ -122,7 +122,7 @@ pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, An
     let update = checkpoint.meta.update;
     let model = restore_model(&config, &checkpoint, device, &run)?;
     let env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
-    let (eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), replay_spec(env.as_ref()), eval_capacity(&config), LoadMode::Strict)?;
+    let eval_buffer = crate::run::open_replay_read_only(&run.eval_replay(), replay_spec(env.as_ref()), eval_capacity(&config))?;
     Ok((config, model, eval_buffer, update))
 }
 
@@ -153,8 +153,8 @@ fn prepare(
 ) -> Result<Prepared, TrainError> {
     let mut env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
     let spec = replay_spec(env.as_ref());
-    let (mut train_buffer, _) = ReplayBuffer::open(run.train_replay(), spec.clone(), config.data.replay_capacity, LoadMode::Strict)?;
-    let (mut eval_buffer, _) = ReplayBuffer::open(run.eval_replay(), spec, eval_capacity(&config), LoadMode::Strict)?;
+    let mut train_buffer = crate::run::open_replay(&run.train_replay(), spec.clone(), config.data.replay_capacity)?;
+    let mut eval_buffer = crate::run::open_replay(&run.eval_replay(), spec, eval_capacity(&config))?;
     let training_device = device.clone().autodiff();
     let restored = checkpoint.as_ref().map(|checkpoint| Learner::restore(&config, checkpoint, &training_device, &run)).transpose()?;
     if let Some(config) = rewrite {
@@ -276,7 +276,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
                     tensorboard.scalar("eval/episode_length", mean_length, stats.inserted_steps);
                     tensorboard.scalar("eval/return_by_update", mean_return, update);
                 }
-                tensorboard.flush();
+                tensorboard.flush()?;
             }
             if should(config.schedule.checkpoint_every, update) {
                 replay.sync()?;
@@ -296,7 +296,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     train_buffer.sync()?;
     if ended == Ended::Interrupted {
         learner.save(&run, &config, env_steps_now)?;
-        tensorboard.flush();
+        tensorboard.flush()?;
         return Err(TrainError::Interrupted { update: learner.update, run: run.dir.clone() });
     }
 
@@ -321,7 +321,7 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         (report.policy_return, report.policy_episode_length) = (Some(mean_return), Some(mean_length));
     }
     log_report(&mut tensorboard, &report);
-    tensorboard.flush();
+    tensorboard.flush()?;
     let eval_json = run.eval_json();
     std::fs::write(&eval_json, serde_json::to_string_pretty(&report).expect("report should serialise")).map_err(io_error("writing", &eval_json))?;
     Ok(TrainOutcome {
