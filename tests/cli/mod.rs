@@ -6,6 +6,7 @@ mod device;
 mod env;
 mod nonfinite;
 mod resume;
+mod rssm_learning;
 #[cfg(feature = "tch")]
 mod tch;
 mod train;
