@@ -29,7 +29,7 @@ fn default_categorical_rssm_predicts_pendulum_five_steps_ahead() {
             "train", "--config", "configs/pendulum_rssm_categorical.ron", "--quiet", "--seed", "0",
             "--runs-dir", runs.path().to_str().expect("utf-8"),
             "--set", "data.eval_steps=1000",
-            "--set", &updates,
+            "--set", updates.as_str(),
             "--set", "schedule.eval_every=100000",
             "--set", "schedule.checkpoint_every=100000",
         ],
