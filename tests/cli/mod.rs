@@ -8,6 +8,7 @@ mod env;
 mod faults;
 mod nonfinite;
 mod resume;
+mod rssm_learning;
 #[cfg(feature = "tch")]
 mod tch;
 mod train;

@@ -43,6 +43,13 @@ pub struct RssmConfig {
     pub reward_weight: f64,
     /// Weight of `cont`. Default 1.
     pub cont_weight: f64,
+    /// LayerNorm inside the recurrent cell (DreamerV3): before the SiLU of the input layer,
+    /// of the prior and of the posterior hidden layers, and on the GRU's fused gate
+    /// pre-activations. Without it the hidden activations that feed the 32x32 categorical
+    /// logits stay small, the logits near zero and the latent near uniform (3.4 of
+    /// ln 32 = 3.47 nats per group after 150 updates on Pendulum: z is mostly noise).
+    /// Default `false` (the Gaussian configs were measured without it).
+    pub norm: bool,
 }
 
 impl Default for RssmConfig {
@@ -61,6 +68,7 @@ impl Default for RssmConfig {
             recon_weight: 1.0,
             reward_weight: 1.0,
             cont_weight: 1.0,
+            norm: false,
         }
     }
 }

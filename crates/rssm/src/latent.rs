@@ -373,15 +373,20 @@ impl LatentDist<2> {
         }
     }
 
-    /// Mean of the standard deviations (Gaussian) or entropy per group (categorical), `[1]`:
-    /// a diagnostic.
-    pub fn spread(&self) -> Tensor<1> {
-        match self {
-            Self::Gaussian { std, .. } => std.clone().mean(),
-            Self::Categorical { probs } => (probs.clone() * probs.clone().log())
-                .sum_dim(1)
-                .neg()
-                .mean(),
+    /// Mean of the standard deviations (Gaussian) or mean entropy per group in nats
+    /// (categorical: `ln K` for uniform groups, 0 for deterministic ones), `[1]`: a
+    /// diagnostic. `config` gives the number of groups.
+    pub fn spread(&self, config: &LatentConfig) -> Tensor<1> {
+        match (self, config) {
+            (Self::Gaussian { std, .. }, _) => std.clone().mean(),
+            (Self::Categorical { probs }, LatentConfig::Categorical { groups, .. }) => {
+                (probs.clone() * probs.clone().log())
+                    .sum_dim(1)
+                    .neg()
+                    .mean()
+                    .div_scalar(*groups as f64)
+            }
+            _ => panic!("latent config {config:?} does not match the distribution kind"),
         }
     }
 }
@@ -503,6 +508,24 @@ mod tests {
         for (p, e) in probs.iter().zip(expected) {
             assert!((p - e).abs() < 1e-5, "{probs:?}");
         }
+    }
+
+    /// Before the fix `spread` summed the entropy over all groups (110 nats for 32 x 32, read
+    /// as "per group" by the docs and the logs). Two groups of four classes: the uniform group
+    /// has entropy ln 4 = 1.386294, the one `[0.7, 0.1, 0.1, 0.1]` has
+    /// `-(0.7 ln 0.7 + 3 * 0.1 ln 0.1)` = 0.940448 (Python: `-sum(p*math.log(p) for p in ps)`);
+    /// the mean per group is 1.163371.
+    #[test]
+    fn categorical_spread_is_the_mean_entropy_per_group() {
+        let device = wm_backend::test_device();
+        let cfg = LatentConfig::Categorical {
+            groups: 2,
+            classes: 4,
+            unimix: 0.0,
+        };
+        let probs = Tensor::<2>::from_floats([[0.25, 0.25, 0.25, 0.25, 0.7, 0.1, 0.1, 0.1]], &device);
+        let spread = vec(LatentDist::Categorical { probs }.spread(&cfg))[0];
+        assert!((spread - 1.163371).abs() < 1e-5, "{spread}");
     }
 
     #[test]

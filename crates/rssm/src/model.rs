@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{sigmoid, silu, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use wm_models::mlp::{Mlp, MlpConfig};
@@ -129,6 +129,14 @@ pub struct Rssm {
     pub reward_head: Mlp,
     /// `[h, z] -> 1` continue logit.
     pub cont_head: Mlp,
+    /// With `norm`: LayerNorm of the cell's input layer, `hidden`.
+    pub norm_in: Option<LayerNorm>,
+    /// With `norm`: LayerNorm of the GRU's fused gate pre-activations, `3 D`.
+    pub norm_gru: Option<LayerNorm>,
+    /// With `norm`: LayerNorm of the prior hidden layer, `hidden`.
+    pub norm_prior: Option<LayerNorm>,
+    /// With `norm`: LayerNorm of the posterior hidden layer, `hidden`.
+    pub norm_post: Option<LayerNorm>,
     #[module(skip)]
     config: RssmConfig,
     #[module(skip)]
@@ -190,7 +198,9 @@ impl RssmConfig {
             MlpConfig::new(o, self.encoder_hidden[..n_enc - 1].to_vec(), embed).init(device);
         let (img_in_stoch, img_in_action) = split_linear(s, a, h, device);
         let mut gru = linear(h + d, 3 * d, device);
-        // DreamerV3's GRU computes `update = sigmoid(x - 1)`: fold the -1 into the bias.
+        // DreamerV3's GRU computes `update = sigmoid(x - 1)`: fold the -1 into the bias
+        // (with `norm` the -1 is applied after the LayerNorm instead, in `gru_step`).
+        let fold = if self.norm { 0.0 } else { 1.0 };
         let mut bias = gru
             .bias
             .as_ref()
@@ -200,11 +210,12 @@ impl RssmConfig {
             .try_to_vec::<f32>()
             .expect("f32 bias");
         for v in &mut bias[2 * d..] {
-            *v -= 1.0;
+            *v -= fold;
         }
         gru.bias = Some(Param::from_data(TensorData::new(bias, [3 * d]), device));
         let (post_deter, post_embed) = split_linear(d, embed, h, device);
         let feat = d + s;
+        let norm = |width: usize| self.norm.then(|| LayerNormConfig::new(width).init(device));
         let model = Rssm {
             encoder,
             img_in_stoch,
@@ -218,6 +229,10 @@ impl RssmConfig {
             decoder: MlpConfig::new(feat, self.decoder_hidden.clone(), o).init(device),
             reward_head: MlpConfig::new(feat, self.head_hidden.clone(), 1).init(device),
             cont_head: MlpConfig::new(feat, self.head_hidden.clone(), 1).init(device),
+            norm_in: norm(h),
+            norm_gru: norm(3 * d),
+            norm_prior: norm(h),
+            norm_post: norm(h),
             config: self.clone(),
             spec: spec.clone(),
         };
@@ -234,6 +249,14 @@ struct Materialise;
 impl burn::module::ModuleVisitor for Materialise {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let _ = param.val();
+    }
+}
+
+/// `norm(x)` when the LayerNorm is configured, else `x`.
+fn normed(norm: &Option<LayerNorm>, x: Tensor<2>) -> Tensor<2> {
+    match norm {
+        Some(norm) => norm.forward(x),
+        None => x,
     }
 }
 
@@ -349,19 +372,25 @@ impl Rssm {
     /// `[r, c, u] = [x, h] W + b`, `r = sigmoid(r)`, `c = tanh(r * c)`, `u = sigmoid(u)` (the
     /// `-1` of DreamerV3's `sigmoid(u - 1)` lives in the bias initialisation),
     /// `h' = h + u * (c - h)`.
+    /// With `norm`, the fused pre-activations are layer-normalised first and the `-1` is
+    /// subtracted after the norm, as in DreamerV3.
     fn gru_step(&self, x: Tensor<2>, h: Tensor<2>) -> Tensor<2> {
         let d = self.config.deter;
         let parts = self.gru.forward(Tensor::cat(vec![x, h.clone()], 1));
+        let (parts, update_shift) = match &self.norm_gru {
+            Some(norm) => (norm.forward(parts), 1.0),
+            None => (parts, 0.0),
+        };
         let reset = sigmoid(parts.clone().narrow(1, 0, d));
         let cand = tanh(reset * parts.clone().narrow(1, d, d));
-        let update = sigmoid(parts.narrow(1, 2 * d, d));
+        let update = sigmoid(parts.narrow(1, 2 * d, d).sub_scalar(update_shift));
         h.clone() + update * (cand - h)
     }
 
     /// `h_t` from `h_{t-1}`, `z_{t-1}` and the projected action `a_{t-1} W_a + b`.
     pub(crate) fn recurrent_step(&self, state: &RssmState, action_proj: Tensor<2>) -> Tensor<2> {
-        let x = silu(self.img_in_stoch.forward(state.stoch.clone()) + action_proj);
-        self.gru_step(x, state.deter.clone())
+        let x = normed(&self.norm_in, self.img_in_stoch.forward(state.stoch.clone()) + action_proj);
+        self.gru_step(silu(x), state.deter.clone())
     }
 
     /// The prior `p(z | h)` for rows of `h`.
@@ -369,10 +398,8 @@ impl Rssm {
     /// # Shapes
     /// - `deter`: `[N, D]`; the distribution's tensors are `[N, S]`
     pub fn prior(&self, deter: Tensor<2>) -> LatentDist<2> {
-        self.config.latent.dist(
-            self.prior_stats
-                .forward(silu(self.prior_hidden.forward(deter))),
-        )
+        let hidden = normed(&self.norm_prior, self.prior_hidden.forward(deter));
+        self.config.latent.dist(self.prior_stats.forward(silu(hidden)))
     }
 
     /// Encoder embeddings of raw observations (symlog applied first when configured).
@@ -483,7 +510,7 @@ impl Rssm {
                 };
             }
             let deter = self.recurrent_step(&state, action_t);
-            let hidden = silu(self.post_deter.forward(deter.clone()) + embed_t);
+            let hidden = silu(normed(&self.norm_post, self.post_deter.forward(deter.clone()) + embed_t));
             let post = latent.dist(self.post_stats.forward(hidden));
             let stoch = latent.sample(&post, noise[step].take());
             deters.push(deter.clone());
@@ -640,8 +667,12 @@ impl Rssm {
     /// - `rep`: `max(free_nats, KL(q_t || sg(p_t)))`, mean over `(b, t)`.
     ///
     /// All steps count, including `is_first` ones (their reward is 0 and their prior is the
-    /// prior after a reset). Metrics: `kl` (mean raw KL), `post_spread` and `prior_spread`
-    /// (mean std, or entropy per group for categoricals), `recon_mse`.
+    /// prior after a reset). Metrics: `kl` (mean raw KL, the value of both `dyn` and `rep`
+    /// before free bits), `kl_below_free` (fraction of steps under the free-bits floor),
+    /// `post_spread` and `prior_spread` (mean std, or mean entropy per group in nats for
+    /// categoricals: `ln K` is uniform, 0 deterministic), `recon_mse`, and the continue head's
+    /// calibration: `cont_prob_terminal`, `cont_prob_nonterminal` (mean predicted
+    /// `P(continue)` on terminal and other steps) and `cont_accuracy`.
     pub fn loss(&self, batch: &SequenceTensors) -> LossOutput {
         let (b, t) = batch.dims();
         let n = b * t;
@@ -678,14 +709,23 @@ impl Rssm {
             .square()
             .mean()
             .mul_scalar(0.5);
-        let cont_target = tm1(batch.is_terminal.clone()).neg().add_scalar(1.0);
-        let cont = wm_models::dist::bce_with_logits(
-            self.cont_head.forward(feat).reshape([n]),
-            cont_target,
-        )
-        .mean();
+        let terminal = tm1(batch.is_terminal.clone());
+        let cont_target = terminal.clone().neg().add_scalar(1.0);
+        let cont_logit = self.cont_head.forward(feat).reshape([n]);
+        let cont_prob = sigmoid(cont_logit.clone().detach());
+        let cont = wm_models::dist::bce_with_logits(cont_logit, cont_target.clone()).mean();
+        // Calibration of the continue head: the mean predicted P(continue) on terminal steps
+        // (should be near 0; 0 when the batch has none) and on the others (near 1), and the
+        // accuracy of `P(continue) > 0.5`.
+        let n_terminal = terminal.clone().sum();
+        let cont_on_terminal = (cont_prob.clone() * terminal.clone()).sum() / n_terminal.clone().clamp_min(1.0);
+        let cont_on_others =
+            (cont_prob.clone() * cont_target.clone()).sum() / n_terminal.neg().add_scalar(n as f64).clamp_min(1.0);
+        let cont_accuracy = cont_prob.greater_elem(0.5).float().equal(cont_target).float().mean();
         let kl_dyn = roll.post.detach().kl(&roll.prior);
         let kl_raw = kl_dyn.clone().detach().mean();
+        // Fraction of steps whose KL is under the free-bits floor (no KL gradient there).
+        let kl_below_free = kl_dyn.clone().detach().lower_elem(c.free_nats).float().mean();
         let dyn_term = kl_dyn.clamp_min(c.free_nats).mean();
         let rep_term = roll
             .post
@@ -694,9 +734,13 @@ impl Rssm {
             .mean();
         let metrics = vec![
             ("kl", kl_raw),
-            ("post_spread", roll.post.detach().spread()),
-            ("prior_spread", roll.prior.detach().spread()),
+            ("kl_below_free", kl_below_free),
+            ("post_spread", roll.post.detach().spread(&c.latent)),
+            ("prior_spread", roll.prior.detach().spread(&c.latent)),
             ("recon_mse", recon_mse),
+            ("cont_prob_terminal", cont_on_terminal),
+            ("cont_prob_nonterminal", cont_on_others),
+            ("cont_accuracy", cont_accuracy),
         ];
         assemble_loss(
             vec![

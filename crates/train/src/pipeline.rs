@@ -624,7 +624,11 @@ mod tests {
                 }));
                 let message = match outcome {
                     Ok(result) => format!("no panic came out: {result:?}"),
-                    Err(payload) => payload.downcast_ref::<String>().cloned().unwrap_or_default(),
+                    Err(payload) => payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|message| message.to_string()))
+                        .unwrap_or_default(),
                 };
                 let _ = done_sender.send(message);
             });

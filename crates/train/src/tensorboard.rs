@@ -338,7 +338,7 @@ mod tests {
         let mut tb = TensorBoard::from_file(full, PathBuf::from("/dev/full"));
         tb.scalar("loss/total", 1.0, 1);
         let error = tb.flush().expect_err("the disk is full");
-        assert_eq!(error.source.raw_os_error(), Some(28), "ENOSPC: {error}");
+        assert_eq!(error.source.kind(), std::io::ErrorKind::StorageFull, "ENOSPC: {error}");
         let message = error.to_string();
         assert!(message.contains("cannot write TensorBoard event file /dev/full") && message.contains("No space left"), "{message}");
         // Later writes neither panic nor clear the error.
