@@ -117,7 +117,8 @@ fn train_small_model(device: &Device) -> Result<AnyTransitionModel> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for update in 1..=600 {
         let batch = buffer.sample_transitions(&mut rng, 256)?;
-        let batch = wm_train::Batch::Transitions(to_tensors(&batch, 0..batch.batch_size, &training));
+        let batch =
+            wm_train::Batch::Transitions(to_tensors(&batch, 0..batch.batch_size, &training));
         let (next, outcome) = wm_train::update_step(model, &mut optimizer, &batch, 3e-3, 100.0);
         model = next;
         if update % 200 == 0 {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests, exactly as CI runs them (.ci/run; the README's "Tests" section):
-#   (a) the whole workspace on flex, burn's pure-Rust CPU backend (the default build);
-#   (b) the libtorch backend (`--features tch`): the model crates' tests again with their tensors
+#   (a) `cargo fmt --check`, `cargo clippy -D warnings`, then the whole workspace on flex,
+#       burn's pure-Rust CPU backend (the default build);
+#   (b) the libtorch backend (`--features tch`): clippy with the feature, the model crates' tests again with their tensors
 #       on libtorch (WM_TEST_DEVICE=tch-cpu), the cross-backend checkpoint tests and
 #       `wm train --device tch-cpu`. It first installs PyTorch 2.9.0 from PyPI into .venv
 #       (scripts/setup-libtorch.sh: about 7 GB, skipped when already installed).
@@ -10,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
+echo "== (a) cargo fmt --check"
+cargo fmt --all --check
+echo "== (a) cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The closed-loop learning test (a learned Pendulum model with CEM must beat random actions;
 # about a minute on 2 cores) fits CI's budget, so it runs here.
 export WM_LEARNING_TESTS="${WM_LEARNING_TESTS:-1}"
@@ -28,6 +33,8 @@ export WM_TEST_DEVICE=tch-cpu
 # One OpenMP thread per libtorch operation: the tests already run in parallel, and OpenMP
 # threads spinning against each other made the model tests 5x to 200x slower on 2 cores.
 export OMP_NUM_THREADS=1
+echo "== (b) libtorch: cargo clippy --features tch (warnings are errors)"
+cargo clippy --workspace --all-targets --locked --features tch -- -D warnings
 echo "== (b) libtorch: model crates on tch-cpu, cross-backend checkpoints"
 # --lib --tests: the unit and integration tests (the doc examples ran in (a), on flex).
 cargo test --release --locked --features tch --lib --tests \

@@ -348,13 +348,22 @@ pub fn report_usage_error(error: clap::Error) -> ExitCode {
 /// per indented line, and those are kept.
 fn one_line(error: &clap::Error) -> String {
     let rendered = error.to_string();
-    let mut lines = rendered.lines().map(str::trim).filter(|line| !line.is_empty());
+    let mut lines = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty());
     let first = lines.next().unwrap_or("invalid arguments").to_string();
     if error.kind() != clap::error::ErrorKind::MissingRequiredArgument {
         return first;
     }
-    let missing: Vec<&str> = lines.take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information")).collect();
-    if missing.is_empty() { first } else { format!("{} {}", first, missing.join(", ")) }
+    let missing: Vec<&str> = lines
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .collect();
+    if missing.is_empty() {
+        first
+    } else {
+        format!("{} {}", first, missing.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -370,33 +379,48 @@ mod tests {
     #[test]
     fn rollout_parses_documented_flags() {
         let cli = Cli::try_parse_from([
-            "wm", "env", "rollout", "--env", "pendulum", "--seed", "7", "--steps", "10", "--policy", "random",
+            "wm", "env", "rollout", "--env", "pendulum", "--seed", "7", "--steps", "10",
+            "--policy", "random",
         ])
         .expect("documented flags should parse");
-        let Command::Env(EnvCommand::Rollout(args)) = cli.command else { panic!("not a rollout: {cli:?}") };
-        assert_eq!((args.env.as_str(), args.seed, args.steps, args.policy), ("pendulum", 7, 10, PolicyKind::Random));
+        let Command::Env(EnvCommand::Rollout(args)) = cli.command else {
+            panic!("not a rollout: {cli:?}")
+        };
+        assert_eq!(
+            (args.env.as_str(), args.seed, args.steps, args.policy),
+            ("pendulum", 7, 10, PolicyKind::Random)
+        );
     }
 
     #[test]
     fn missing_argument_message_names_the_argument() {
         let error = Cli::try_parse_from(["wm", "env", "rollout", "--env", "cartpole"]).unwrap_err();
         let message = one_line(&error);
-        assert!(message.contains("not provided") && message.contains("--steps <STEPS>"), "{message}");
+        assert!(
+            message.contains("not provided") && message.contains("--steps <STEPS>"),
+            "{message}"
+        );
         assert!(!message.contains('\n'), "{message}");
     }
 
     #[test]
     fn negative_numbers_parse_as_values() {
-        let cli = Cli::try_parse_from(["wm", "bench", "solve", "--config", "c.ron", "--target", "-200", "--budget", "3000"])
-            .expect("a negative target should parse");
-        let Command::Bench(BenchCommand::Solve(args)) = cli.command else { panic!("not bench solve: {cli:?}") };
+        let cli = Cli::try_parse_from([
+            "wm", "bench", "solve", "--config", "c.ron", "--target", "-200", "--budget", "3000",
+        ])
+        .expect("a negative target should parse");
+        let Command::Bench(BenchCommand::Solve(args)) = cli.command else {
+            panic!("not bench solve: {cli:?}")
+        };
         assert_eq!(args.target, Some(-200.0));
     }
 
     #[test]
     fn replay_commands_take_the_run_folder() {
         let cli = Cli::try_parse_from(["wm", "replay", "recover", "runs/x"]).expect("parses");
-        let Command::Replay(ReplayCommand::Recover(args)) = cli.command else { panic!("not replay recover: {cli:?}") };
+        let Command::Replay(ReplayCommand::Recover(args)) = cli.command else {
+            panic!("not replay recover: {cli:?}")
+        };
         assert_eq!(args.run, std::path::PathBuf::from("runs/x"));
     }
 

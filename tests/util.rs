@@ -4,7 +4,10 @@ use std::process::{Command, Output};
 
 /// Runs the `wm` binary with `args` and returns its output (never panics on a non-zero exit).
 pub fn wm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wm")).args(args).output().expect("the wm binary should start")
+    Command::new(env!("CARGO_BIN_EXE_wm"))
+        .args(args)
+        .output()
+        .expect("the wm binary should start")
 }
 
 /// The output's stdout as text.
@@ -19,5 +22,9 @@ pub fn stderr(output: &Output) -> String {
 
 /// Runs the `wm` binary in the folder `dir`.
 pub fn wm_in(dir: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wm")).current_dir(dir).args(args).output().expect("the wm binary should start")
+    Command::new(env!("CARGO_BIN_EXE_wm"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the wm binary should start")
 }

@@ -25,11 +25,16 @@ struct EnvBenchResult {
 }
 
 pub fn env_steps(args: &BenchEnvArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.steps > 0 && args.repeats > 0, "--steps and --repeats must be positive");
+    anyhow::ensure!(
+        args.steps > 0 && args.repeats > 0,
+        "--steps and --repeats must be positive"
+    );
     let mut env = wm_envs::make(&args.env)?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let action_space = env.action_space();
-    let actions: Vec<Action> = (0..ACTION_POOL).map(|_| action_space.sample(&mut rng)).collect();
+    let actions: Vec<Action> = (0..ACTION_POOL)
+        .map(|_| action_space.sample(&mut rng))
+        .collect();
 
     let mut seconds = Vec::with_capacity(args.repeats);
     let mut episodes_per_repeat = 0;
@@ -107,16 +112,42 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
     use wm_train::ModelConfig;
     use wm_train::data::{all_transitions, collect_episodes, model_spec, replay_spec};
 
-    anyhow::ensure!(args.batch > 0 && args.hidden > 0 && args.steps > 0 && args.seq_len > 0, "--batch, --hidden, --seq-len and --steps must be positive");
+    anyhow::ensure!(
+        args.batch > 0 && args.hidden > 0 && args.steps > 0 && args.seq_len > 0,
+        "--batch, --hidden, --seq-len and --steps must be positive"
+    );
     let hidden = vec![args.hidden, args.hidden];
-    let rssm = |latent| RssmConfig { deter: args.deter, hidden: args.hidden, latent, ..RssmConfig::default() };
+    let rssm = |latent| RssmConfig {
+        deter: args.deter,
+        hidden: args.hidden,
+        latent,
+        ..RssmConfig::default()
+    };
     let config = match args.model.as_str() {
-        "cvae" => ModelConfig::Cvae(CvaeConfig { hidden, ..CvaeConfig::default() }),
-        "gaussian_mlp" => ModelConfig::Gaussian(GaussianMlpConfig { hidden, ..GaussianMlpConfig::default() }),
-        "deterministic_mlp" => ModelConfig::Deterministic(DeterministicMlpConfig { hidden, ..DeterministicMlpConfig::default() }),
-        "rssm_gaussian" => ModelConfig::Rssm(rssm(LatentConfig::Gaussian { size: 30, min_std: 0.1 })),
-        "rssm_categorical" => ModelConfig::Rssm(rssm(LatentConfig::Categorical { groups: 32, classes: 32, unimix: 0.01 })),
-        other => anyhow::bail!("unknown model `{other}`: expected cvae, gaussian_mlp, deterministic_mlp, rssm_gaussian or rssm_categorical"),
+        "cvae" => ModelConfig::Cvae(CvaeConfig {
+            hidden,
+            ..CvaeConfig::default()
+        }),
+        "gaussian_mlp" => ModelConfig::Gaussian(GaussianMlpConfig {
+            hidden,
+            ..GaussianMlpConfig::default()
+        }),
+        "deterministic_mlp" => ModelConfig::Deterministic(DeterministicMlpConfig {
+            hidden,
+            ..DeterministicMlpConfig::default()
+        }),
+        "rssm_gaussian" => ModelConfig::Rssm(rssm(LatentConfig::Gaussian {
+            size: 30,
+            min_std: 0.1,
+        })),
+        "rssm_categorical" => ModelConfig::Rssm(rssm(LatentConfig::Categorical {
+            groups: 32,
+            classes: 32,
+            unimix: 0.01,
+        })),
+        other => anyhow::bail!(
+            "unknown model `{other}`: expected cvae, gaussian_mlp, deterministic_mlp, rssm_gaussian or rssm_categorical"
+        ),
     };
     let spec: wm_backend::DeviceSpec = args.device.parse()?;
     let device = spec.init()?.autodiff();
@@ -124,7 +155,11 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
 
     // The one-step models learn CartPole transitions, the RSSM Pendulum sequences (as in the
     // PyTorch twins: obs 4 / 2 actions, and obs 3 / 1 continuous action).
-    let mut env = wm_envs::make(if config.is_sequence_model() { "pendulum" } else { "cartpole" })?;
+    let mut env = wm_envs::make(if config.is_sequence_model() {
+        "pendulum"
+    } else {
+        "cartpole"
+    })?;
     let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 100_000)?;
     collect_episodes(env.as_mut(), 0, 10_000, &mut buffer)?;
     let data = all_transitions(&buffer, usize::MAX);
@@ -139,10 +174,23 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
     for step_idx in 0..args.warmup + args.steps {
         let start = Instant::now();
         // Sampling and host-to-device copies are part of a real update, so they are timed too.
-        let optim = wm_train::config::OptimConfig { lr: learning_rate, batch_size: args.batch, grad_clip: 100.0, eps: 1e-8, seq_len: args.seq_len };
+        let optim = wm_train::config::OptimConfig {
+            lr: learning_rate,
+            batch_size: args.batch,
+            grad_clip: 100.0,
+            eps: 1e-8,
+            seq_len: args.seq_len,
+        };
         // The step reads the loss and the gradient norm back (the non-finite guard), which waits
         // for the device, so asynchronous backends are timed fully.
-        let (updated, _outcome) = wm_train::trainer::update_from_replay(model, &mut optimizer, &buffer, &mut rng, &optim, &device)?;
+        let (updated, _outcome) = wm_train::trainer::update_from_replay(
+            model,
+            &mut optimizer,
+            &buffer,
+            &mut rng,
+            &optim,
+            &device,
+        )?;
         model = updated;
         if step_idx >= args.warmup {
             times_ms.push(start.elapsed().as_secs_f64() * 1e3);
@@ -186,12 +234,19 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
 
 pub fn pipeline(args: &BenchPipelineArgs) -> anyhow::Result<()> {
     let runs = std::env::temp_dir().join(format!("wm-bench-pipeline-{}", std::process::id()));
-    println!("| mode | workers | replay ratio | updates | env steps | wall s | env steps/s | updates/s | learner busy | achieved ratio |");
+    println!(
+        "| mode | workers | replay ratio | updates | env steps | wall s | env steps/s | updates/s | learner busy | achieved ratio |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &ratio in &args.ratios {
-        let modes: Vec<(String, usize, bool)> = std::iter::once(("collect-then-train (lock-step)".to_string(), 1, true))
-            .chain(args.workers.iter().map(|&n| ("pipeline".to_string(), n, false)))
-            .collect();
+        let modes: Vec<(String, usize, bool)> =
+            std::iter::once(("collect-then-train (lock-step)".to_string(), 1, true))
+                .chain(
+                    args.workers
+                        .iter()
+                        .map(|&n| ("pipeline".to_string(), n, false)),
+                )
+                .collect();
         for (mode, workers, deterministic) in modes {
             let overrides = vec![
                 format!("schedule.updates={}", args.updates),

@@ -11,8 +11,8 @@ use serde::Serialize;
 use wm_envs::{Action, Space};
 use wm_imagine::{HistoryWindow, WorldModel};
 use wm_plan::Planner;
-use wm_train::config::CollectPolicy;
 use wm_train::AnyModel;
+use wm_train::config::CollectPolicy;
 
 /// Arguments of `wm bench acting`.
 #[derive(Debug, Args)]
@@ -70,16 +70,30 @@ enum Memory {
     /// `wm_train::acting::Actor`: one filter step per real step.
     Carried(wm_train::acting::Actor<AnyModel>),
     /// The old acting, re-implemented: the last `n` real steps re-filtered at every action.
-    Window { window: HistoryWindow, planner: Option<wm_plan::AnyPlanner>, explore: bool },
+    Window {
+        window: HistoryWindow,
+        planner: Option<wm_plan::AnyPlanner>,
+        explore: bool,
+    },
 }
 
 pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.steps > 0 && args.repeats > 0 && args.window > 0, "--steps, --repeats and --window must be positive");
+    anyhow::ensure!(
+        args.steps > 0 && args.repeats > 0 && args.window > 0,
+        "--steps, --repeats and --window must be positive"
+    );
     for memory in &args.memory {
-        anyhow::ensure!(memory == "carried" || memory == "window", "unknown --memory `{memory}`: expected carried or window");
+        anyhow::ensure!(
+            memory == "carried" || memory == "window",
+            "unknown --memory `{memory}`: expected carried or window"
+        );
     }
     let config = wm_train::TrainConfig::load(&args.config, &args.set)?;
-    anyhow::ensure!(!matches!(config.data.policy, CollectPolicy::Random), "{}: data.policy is Random; acting needs a Planner or an Actor policy", args.config.display());
+    anyhow::ensure!(
+        !matches!(config.data.policy, CollectPolicy::Random),
+        "{}: data.policy is Random; acting needs a Planner or an Actor policy",
+        args.config.display()
+    );
     let device = wm_backend::DeviceSpec::Cpu.init()?;
     device.seed(args.seed);
     let mut env = wm_envs::make(&config.env)?;
@@ -87,24 +101,49 @@ pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
     let obs_dim = spec.obs_dim;
     // Untrained weights: the cost of acting does not depend on their values (a fixed number of
     // candidates, iterations and horizon steps), and no run folder is needed.
-    let model = config.model.init(&spec, wm_models::Normalizer::identity(obs_dim), &device);
+    let model = config
+        .model
+        .init(&spec, wm_models::Normalizer::identity(obs_dim), &device);
     let policy_net = match &config.data.policy {
-        CollectPolicy::Actor(agent) => Some(wm_agent::ActorCritic::new(agent, model.feature_dim(), &spec.action, &device.clone().autodiff()).policy()),
+        CollectPolicy::Actor(agent) => Some(
+            wm_agent::ActorCritic::new(
+                agent,
+                model.feature_dim(),
+                &spec.action,
+                &device.clone().autodiff(),
+            )
+            .policy(),
+        ),
         _ => None,
     };
     let policy_name = match &config.data.policy {
-        CollectPolicy::Planner(p) => format!("{:?} (H {}, N {}, K {}, I {})", p.kind, p.horizon, p.candidates, p.elites, p.iterations),
+        CollectPolicy::Planner(p) => format!(
+            "{:?} (H {}, N {}, K {}, I {})",
+            p.kind, p.horizon, p.candidates, p.elites, p.iterations
+        ),
         CollectPolicy::Actor(a) => format!("actor {:?}", a.hidden),
         CollectPolicy::Random => unreachable!("checked above"),
     };
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if !args.json {
-        println!("| config | env | model | policy | memory | threads | steps | median steps/s | min | max | median ms/step |");
+        println!(
+            "| config | env | model | policy | memory | threads | steps | median steps/s | min | max | median ms/step |"
+        );
         println!("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|");
     }
     for name in &args.memory {
         let mut memory = match name.as_str() {
-            "carried" => Memory::Carried(wm_train::acting::Actor::new(&config.data.policy, obs_dim, env.action_space(), args.seed, device.clone(), true)),
+            "carried" => Memory::Carried(wm_train::acting::Actor::new(
+                &config.data.policy,
+                obs_dim,
+                env.action_space(),
+                args.seed,
+                device.clone(),
+                true,
+            )),
             _ => Memory::Window {
                 window: HistoryWindow::new(args.window, obs_dim, env.action_space().width()),
                 planner: match &config.data.policy {
@@ -123,7 +162,9 @@ pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
                     start = Instant::now();
                 }
                 let action = memory.act(&model, policy_net.as_ref(), env.action_space(), &device);
-                let step = env.step(&action).with_context(|| format!("stepping {} at step {step_idx}", env.id()))?;
+                let step = env
+                    .step(&action)
+                    .with_context(|| format!("stepping {} at step {step_idx}", env.id()))?;
                 memory.observe(&action, &step.obs);
                 if step.terminated || step.truncated {
                     memory.reset(&env.reset(None));
@@ -138,7 +179,11 @@ pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
             env: env.id().to_string(),
             model: model.kind().to_string(),
             policy: policy_name.clone(),
-            memory: if name == "window" { format!("window of {} (rebuilt per action)", args.window) } else { "carried".into() },
+            memory: if name == "window" {
+                format!("window of {} (rebuilt per action)", args.window)
+            } else {
+                "carried".into()
+            },
             threads,
             steps: args.steps,
             repeats: args.repeats,
@@ -152,8 +197,18 @@ pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
         } else {
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} x {} | {:.2} | {:.2} | {:.2} | {:.1} |",
-                result.config, result.env, result.model, result.policy, result.memory, result.threads, result.repeats, result.steps,
-                result.median_steps_per_s, result.min_steps_per_s, result.max_steps_per_s, result.median_ms_per_step
+                result.config,
+                result.env,
+                result.model,
+                result.policy,
+                result.memory,
+                result.threads,
+                result.repeats,
+                result.steps,
+                result.median_steps_per_s,
+                result.min_steps_per_s,
+                result.max_steps_per_s,
+                result.median_ms_per_step
             );
         }
     }
@@ -164,7 +219,9 @@ impl Memory {
     fn reset(&mut self, obs: &[f32]) {
         match self {
             Memory::Carried(actor) => actor.reset(obs),
-            Memory::Window { window, planner, .. } => {
+            Memory::Window {
+                window, planner, ..
+            } => {
                 window.reset(obs);
                 if let Some(planner) = planner {
                     planner.reset();
@@ -180,17 +237,31 @@ impl Memory {
         }
     }
 
-    fn act(&mut self, model: &AnyModel, policy_net: Option<&wm_agent::Actor>, space: Space, device: &wm_backend::Device) -> Action {
+    fn act(
+        &mut self,
+        model: &AnyModel,
+        policy_net: Option<&wm_agent::Actor>,
+        space: Space,
+        device: &wm_backend::Device,
+    ) -> Action {
         match self {
             Memory::Carried(actor) => actor.act(Some(model), policy_net),
-            Memory::Window { window, planner, explore } => {
+            Memory::Window {
+                window,
+                planner,
+                explore,
+            } => {
                 let context = window.context(device);
                 match (planner, policy_net) {
                     (Some(planner), _) => planner.plan_one(model, &context),
                     (None, Some(net)) => {
                         let dist = net.forward(model.features(&model.start(&context, false)));
                         let action = net.to_raw(if *explore { dist.sample() } else { dist.mode() });
-                        let values = action.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 actions");
+                        let values = action
+                            .into_data()
+                            .convert::<f32>()
+                            .try_to_vec::<f32>()
+                            .expect("f32 actions");
                         match space {
                             Space::Discrete { .. } => Action::Discrete(values[0] as usize),
                             Space::Box { .. } => Action::Continuous(values),

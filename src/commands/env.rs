@@ -89,7 +89,9 @@ pub fn rollout(args: &RolloutArgs) -> anyhow::Result<()> {
     let (mut episode, mut t) = (0u64, 0u64);
     for _ in 0..args.steps {
         let action = action_space.sample(&mut policy_rng);
-        let step = env.step(&action).with_context(|| format!("episode {episode}, step {t}"))?;
+        let step = env
+            .step(&action)
+            .with_context(|| format!("episode {episode}, step {t}"))?;
         let record = StepRecord {
             env: env.id(),
             episode,
@@ -102,7 +104,10 @@ pub fn rollout(args: &RolloutArgs) -> anyhow::Result<()> {
             truncated: step.truncated,
             next_obs: &step.obs,
         };
-        if let Err(error) = serde_json::to_writer(&mut out, &record).map_err(std::io::Error::from).and_then(|()| out.write_all(b"\n")) {
+        if let Err(error) = serde_json::to_writer(&mut out, &record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+        {
             return ignore_broken_pipe(error);
         }
         t += 1;
@@ -119,13 +124,19 @@ pub fn rollout(args: &RolloutArgs) -> anyhow::Result<()> {
 
 /// A reader that stops early (`wm env rollout ... | head`) is not an error.
 fn ignore_broken_pipe(error: std::io::Error) -> anyhow::Result<()> {
-    if error.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(error).context("writing to stdout") }
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(error).context("writing to stdout")
+    }
 }
 
 pub fn list() -> anyhow::Result<()> {
     for name in wm_envs::ENV_NAMES {
         let env = wm_envs::make(name)?;
-        let limit = env.max_episode_steps().map_or("none".to_string(), |n| n.to_string());
+        let limit = env
+            .max_episode_steps()
+            .map_or("none".to_string(), |n| n.to_string());
         println!(
             "{name:<10} {:<13} observation {}  action {}  time limit {limit}",
             env.id(),

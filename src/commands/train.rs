@@ -26,14 +26,25 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         if flag.swap(true, Ordering::AcqRel) {
             std::process::exit(130);
         }
-        eprintln!("\nstopping at the next safe point with a checkpoint (interrupt again to quit at once)");
+        eprintln!(
+            "\nstopping at the next safe point with a checkpoint (interrupt again to quit at once)"
+        );
     })
     .context("installing the signal handler")?;
-    let options = TrainOptions { runs_dir: args.runs_dir.clone(), device, progress: !args.quiet, interrupt };
+    let options = TrainOptions {
+        runs_dir: args.runs_dir.clone(),
+        device,
+        progress: !args.quiet,
+        interrupt,
+    };
     let outcome = if let Some(run_dir) = &args.resume {
-        wm_train::resume(run_dir, &args.set, &options).with_context(|| format!("resuming {}", run_dir.display()))?
+        wm_train::resume(run_dir, &args.set, &options)
+            .with_context(|| format!("resuming {}", run_dir.display()))?
     } else {
-        let path = args.config.as_ref().expect("clap requires --config or --resume");
+        let path = args
+            .config
+            .as_ref()
+            .expect("clap requires --config or --resume");
         let mut overrides = args.set.clone();
         if let Some(seed) = args.seed {
             overrides.push(format!("seed={seed}"));
@@ -45,7 +56,10 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         wm_train::train(config, &options).context("training")?
     };
     println!("run folder: {}", outcome.run.dir.display());
-    println!("{} updates this run, {} environment steps in replay", outcome.updates_this_run, outcome.env_steps);
+    println!(
+        "{} updates this run, {} environment steps in replay",
+        outcome.updates_this_run, outcome.env_steps
+    );
     println!("{}", outcome.report.table());
     Ok(())
 }
@@ -58,7 +72,11 @@ fn check_replay_files_exist(run_dir: &std::path::Path, new_replay: bool) -> anyh
         // Without a config the resume fails anyway, with the better message.
         return Ok(());
     }
-    let missing: Vec<String> = [run.train_replay(), run.eval_replay()].iter().filter(|path| !path.exists()).map(|path| path.display().to_string()).collect();
+    let missing: Vec<String> = [run.train_replay(), run.eval_replay()]
+        .iter()
+        .filter(|path| !path.exists())
+        .map(|path| path.display().to_string())
+        .collect();
     anyhow::ensure!(
         missing.is_empty(),
         "resuming {}: replay file {} missing; `--new-replay` collects new data (a new prefill and held-out episodes) instead",
@@ -70,11 +88,18 @@ fn check_replay_files_exist(run_dir: &std::path::Path, new_replay: bool) -> anyh
 
 /// Writes `contents` to `path`. When `path` is only the default place in the run folder and the
 /// folder is read-only, says so on stderr and returns false instead of failing.
-fn write_output(path: &std::path::Path, contents: &[u8], default_place: bool) -> anyhow::Result<bool> {
+fn write_output(
+    path: &std::path::Path,
+    contents: &[u8],
+    default_place: bool,
+) -> anyhow::Result<bool> {
     match std::fs::write(path, contents) {
         Ok(()) => Ok(true),
         Err(error) if default_place && is_read_only(&error) => {
-            eprintln!("note: {} not written: {error} (choose another file with --out)", path.display());
+            eprintln!(
+                "note: {} not written: {error} (choose another file with --out)",
+                path.display()
+            );
             Ok(false)
         }
         Err(error) => Err(error).with_context(|| format!("writing {}", path.display())),
@@ -82,16 +107,25 @@ fn write_output(path: &std::path::Path, contents: &[u8], default_place: bool) ->
 }
 
 fn is_read_only(error: &std::io::Error) -> bool {
-    matches!(error.kind(), std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied)
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let device = args.device.parse::<DeviceSpec>()?.init()?;
-    let (config, model, eval_buffer, update) =
-        wm_train::load_for_eval(&args.run, &device).with_context(|| format!("loading run {}", args.run.display()))?;
+    let (config, model, eval_buffer, update) = wm_train::load_for_eval(&args.run, &device)
+        .with_context(|| format!("loading run {}", args.run.display()))?;
     // Every model gets the configured sample counts; exact likelihoods give one entry anyway.
-    let iwae_samples = args.iwae_samples.clone().unwrap_or_else(|| config.eval.iwae_samples.clone());
-    anyhow::ensure!(!iwae_samples.is_empty() && !iwae_samples.contains(&0), "--iwae-samples must be positive, got {iwae_samples:?}");
+    let iwae_samples = args
+        .iwae_samples
+        .clone()
+        .unwrap_or_else(|| config.eval.iwae_samples.clone());
+    anyhow::ensure!(
+        !iwae_samples.is_empty() && !iwae_samples.contains(&0),
+        "--iwae-samples must be positive, got {iwae_samples:?}"
+    );
     let options = EvalOptions {
         iwae_samples,
         max_nll_transitions: config.eval.max_nll_transitions,
@@ -100,16 +134,23 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let other = match &args.compare {
         Some(other_dir) => {
-            let (_, other, _, other_update) =
-                wm_train::load_for_eval(other_dir, &device).with_context(|| format!("loading run {}", other_dir.display()))?;
+            let (_, other, _, other_update) = wm_train::load_for_eval(other_dir, &device)
+                .with_context(|| format!("loading run {}", other_dir.display()))?;
             Some((other, other_update))
         }
         None => None,
     };
     let report = evaluate_any(&model, &eval_buffer, &options, update, &device);
-    let path = args.out.clone().unwrap_or_else(|| wm_train::run::RunFolder::open(&args.run).eval_json());
+    let path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| wm_train::run::RunFolder::open(&args.run).eval_json());
     println!("{}", report.table());
-    if write_output(&path, serde_json::to_string_pretty(&report)?.as_bytes(), args.out.is_none())? {
+    if write_output(
+        &path,
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+        args.out.is_none(),
+    )? {
         println!("written to {}", path.display());
     }
 
@@ -127,18 +168,32 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.episodes > 0 && args.horizon > 0, "--episodes and --horizon must be positive");
+    anyhow::ensure!(
+        args.episodes > 0 && args.horizon > 0,
+        "--episodes and --horizon must be positive"
+    );
     let device = args.device.parse::<DeviceSpec>()?.init()?;
-    let (_, model, eval_buffer, update) =
-        wm_train::load_for_eval(&args.run, &device).with_context(|| format!("loading run {}", args.run.display()))?;
+    let (_, model, eval_buffer, update) = wm_train::load_for_eval(&args.run, &device)
+        .with_context(|| format!("loading run {}", args.run.display()))?;
     let run = wm_train::run::RunFolder::open(&args.run);
     let path = args.out.clone().unwrap_or_else(|| run.plot_png());
     let compare = match &args.compare {
-        Some(dir) => Some(wm_train::load_for_eval(dir, &device).with_context(|| format!("loading run {}", dir.display()))?.1),
+        Some(dir) => Some(
+            wm_train::load_for_eval(dir, &device)
+                .with_context(|| format!("loading run {}", dir.display()))?
+                .1,
+        ),
         None => None,
     };
-    let (width, height) =
-        wm_train::plot::plot_open_loop(&model, compare.as_ref(), &eval_buffer, args.episodes, args.horizon, &path, &device)?;
+    let (width, height) = wm_train::plot::plot_open_loop(
+        &model,
+        compare.as_ref(),
+        &eval_buffer,
+        args.episodes,
+        args.horizon,
+        &path,
+        &device,
+    )?;
     let png = std::fs::read(&path).with_context(|| format!("reading back {}", path.display()))?;
     let mut tensorboard = match wm_train::tensorboard::TensorBoard::create(&run.dir) {
         Ok(tensorboard) => tensorboard,
@@ -151,6 +206,9 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
     };
     tensorboard.png("eval/open_loop", png, width, height, update);
     tensorboard.flush()?;
-    println!("written {} ({width}x{height}) and sent to TensorBoard as eval/open_loop", path.display());
+    println!(
+        "written {} ({width}x{height}) and sent to TensorBoard as eval/open_loop",
+        path.display()
+    );
     Ok(())
 }

@@ -34,8 +34,12 @@ fn number_literals(text: &str) -> Vec<(usize, usize)> {
         let bytes = code.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
-            let starts_number = bytes[i].is_ascii_digit() || (bytes[i] == b'-' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
-            let after_identifier = i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b'.');
+            let starts_number = bytes[i].is_ascii_digit()
+                || (bytes[i] == b'-' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
+            let after_identifier = i > 0
+                && (bytes[i - 1].is_ascii_alphanumeric()
+                    || bytes[i - 1] == b'_'
+                    || bytes[i - 1] == b'.');
             if starts_number && !after_identifier {
                 let mut end = i + 1;
                 while end < bytes.len()
@@ -43,7 +47,8 @@ fn number_literals(text: &str) -> Vec<(usize, usize)> {
                         || bytes[end] == b'.'
                         || bytes[end] == b'e'
                         || bytes[end] == b'E'
-                        || ((bytes[end] == b'-' || bytes[end] == b'+') && matches!(bytes[end - 1], b'e' | b'E')))
+                        || ((bytes[end] == b'-' || bytes[end] == b'+')
+                            && matches!(bytes[end - 1], b'e' | b'E')))
                 {
                     end += 1;
                 }
@@ -63,12 +68,20 @@ fn numeric_paths(tree: &serde_json::Value, prefix: &str, out: &mut Vec<(String, 
     match tree {
         serde_json::Value::Object(map) => {
             for (key, value) in map {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 numeric_paths(value, &path, out);
             }
         }
         serde_json::Value::Number(number) => out.push((prefix.to_string(), number.is_f64())),
-        serde_json::Value::Array(items) if items.first().is_some_and(serde_json::Value::is_number) => out.push((prefix.to_string(), false)),
+        serde_json::Value::Array(items)
+            if items.first().is_some_and(serde_json::Value::is_number) =>
+        {
+            out.push((prefix.to_string(), false))
+        }
         _ => {}
     }
 }
@@ -98,8 +111,15 @@ fn exercise(config: &TrainConfig, field: &str, replay: &ReplayBuffer) {
     if field.starts_with("model") || field.starts_with("optim") {
         let mut optim = config.optim.clone();
         (optim.batch_size, optim.seq_len) = (optim.batch_size.min(8), optim.seq_len.min(8));
-        let (model, outcome) = update_from_replay(learner.model, &mut learner.optimizer, replay, &mut learner.rng, &optim, &training)
-            .expect("an update from a filled replay");
+        let (model, outcome) = update_from_replay(
+            learner.model,
+            &mut learner.optimizer,
+            replay,
+            &mut learner.rng,
+            &optim,
+            &training,
+        )
+        .expect("an update from a filled replay");
         assert!(outcome.applied || !outcome.total.is_finite() || !outcome.grad_norm.is_finite());
         learner.model = model;
     }
@@ -107,14 +127,33 @@ fn exercise(config: &TrainConfig, field: &str, replay: &ReplayBuffer) {
         match &config.data.policy {
             CollectPolicy::Planner(planner) => {
                 let mut planner = planner.init(&spec.action, 0);
-                let obs = Tensor::<2>::from_data(TensorData::new(data.obs[..data.obs_dim].to_vec(), [1, data.obs_dim]), &device);
+                let obs = Tensor::<2>::from_data(
+                    TensorData::new(data.obs[..data.obs_dim].to_vec(), [1, data.obs_dim]),
+                    &device,
+                );
                 let context = Context::new(obs);
                 let model = learner.model.valid();
-                let _action = wm_train::TrainableModel::with_world_model(&model, PlanOnce { planner: &mut planner, context: &context });
+                let _action = wm_train::TrainableModel::with_world_model(
+                    &model,
+                    PlanOnce {
+                        planner: &mut planner,
+                        context: &context,
+                    },
+                );
             }
             CollectPolicy::Actor(_) => {
-                let agent = learner.agent.as_mut().expect("an actor policy builds an actor-critic");
-                agent_update(agent, &learner.model.valid(), replay, &mut learner.rng, &device).expect("an agent update");
+                let agent = learner
+                    .agent
+                    .as_mut()
+                    .expect("an actor policy builds an actor-critic");
+                agent_update(
+                    agent,
+                    &learner.model.valid(),
+                    replay,
+                    &mut learner.rng,
+                    &device,
+                )
+                .expect("an agent update");
             }
             CollectPolicy::Random => {}
         }
@@ -124,7 +163,10 @@ fn exercise(config: &TrainConfig, field: &str, replay: &ReplayBuffer) {
 #[test]
 fn every_numeric_field_of_every_shipped_config_errors_cleanly_or_runs() {
     let configs_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-    let mut files: Vec<_> = std::fs::read_dir(&configs_dir).expect("configs").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&configs_dir)
+        .expect("configs")
+        .map(|e| e.expect("entry").path())
+        .collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "ron"));
     files.sort();
     assert!(files.len() >= 10, "shipped configs: {files:?}");
@@ -135,7 +177,8 @@ fn every_numeric_field_of_every_shipped_config_errors_cleanly_or_runs() {
     let (mut rejected, mut accepted) = (0usize, 0usize);
     for path in &files {
         let text = std::fs::read_to_string(path).expect("read config");
-        let base = TrainConfig::from_ron_str(&text, path, &[]).unwrap_or_else(|e| panic!("{}: shipped config fails: {e}", path.display()));
+        let base = TrainConfig::from_ron_str(&text, path, &[])
+            .unwrap_or_else(|e| panic!("{}: shipped config fails: {e}", path.display()));
         let replay = replays.entry(base.env.clone()).or_insert_with(|| {
             let mut env = wm_envs::make(&base.env).expect("env");
             let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 10_000).expect("buffer");
@@ -148,39 +191,86 @@ fn every_numeric_field_of_every_shipped_config_errors_cleanly_or_runs() {
         for (start, end) in number_literals(&text) {
             let literal = &text[start..end];
             let is_float = literal.contains(['.', 'e', 'E']);
-            let values: &[&str] = if is_float { &["0.0", "-1.0", "NaN", "1e300"] } else { &["0", "-1", "NaN", "18446744073709551615"] };
+            let values: &[&str] = if is_float {
+                &["0.0", "-1.0", "NaN", "1e300"]
+            } else {
+                &["0", "-1", "NaN", "18446744073709551615"]
+            };
             let line = text[..start].lines().count().max(1);
             for value in values {
                 let edited = format!("{}{value}{}", &text[..start], &text[end..]);
-                let result = catch_unwind(AssertUnwindSafe(|| TrainConfig::from_ron_str(&edited, path, &[]).map_err(|e| e.to_string())));
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    TrainConfig::from_ron_str(&edited, path, &[]).map_err(|e| e.to_string())
+                }));
                 let Ok(result) = result else {
-                    failures.push(format!("{}:{line}: `{literal}` -> {value}: parsing panicked", path.display()));
+                    failures.push(format!(
+                        "{}:{line}: `{literal}` -> {value}: parsing panicked",
+                        path.display()
+                    ));
                     continue;
                 };
-                let line_text = text[..end].rsplit('\n').next().unwrap_or("").trim().to_string();
+                let line_text = text[..end]
+                    .rsplit('\n')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
                 // The section of a literal, for `exercise`: the last `name:` before it in the file.
-                let section = ["optim:", "data:", "model:", "pipeline:", "schedule:", "eval:"]
-                    .iter()
-                    .filter_map(|s| text[..start].rfind(s).map(|at| (at, s.trim_end_matches(':'))))
-                    .max()
-                    .map(|(_, s)| s)
-                    .unwrap_or("");
-                let field = if section == "data" && line_text.contains("policy") { "data.policy".to_string() } else { section.to_string() };
-                cases.push((format!("{}:{line}: `{line_text}` with {value}", path.display()), field, result));
+                let section = [
+                    "optim:",
+                    "data:",
+                    "model:",
+                    "pipeline:",
+                    "schedule:",
+                    "eval:",
+                ]
+                .iter()
+                .filter_map(|s| {
+                    text[..start]
+                        .rfind(s)
+                        .map(|at| (at, s.trim_end_matches(':')))
+                })
+                .max()
+                .map(|(_, s)| s)
+                .unwrap_or("");
+                let field = if section == "data" && line_text.contains("policy") {
+                    "data.policy".to_string()
+                } else {
+                    section.to_string()
+                };
+                cases.push((
+                    format!("{}:{line}: `{line_text}` with {value}", path.display()),
+                    field,
+                    result,
+                ));
             }
         }
         let mut leaves = Vec::new();
         numeric_paths(&serde_json::to_value(&base).expect("json"), "", &mut leaves);
         for (leaf, is_float) in leaves {
-            let values: &[&str] = if is_float { &["0.0", "-1.0", "1e300"] } else { &["0", "-1", "18446744073709551615", "[0]", "[]"] };
+            let values: &[&str] = if is_float {
+                &["0.0", "-1.0", "1e300"]
+            } else {
+                &["0", "-1", "18446744073709551615", "[0]", "[]"]
+            };
             for value in values {
                 let assignment = format!("{leaf}={value}");
-                let result = catch_unwind(AssertUnwindSafe(|| TrainConfig::from_ron_str(&text, path, std::slice::from_ref(&assignment)).map_err(|e| e.to_string())));
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    TrainConfig::from_ron_str(&text, path, std::slice::from_ref(&assignment))
+                        .map_err(|e| e.to_string())
+                }));
                 let Ok(result) = result else {
-                    failures.push(format!("{}: --set {assignment}: parsing panicked", path.display()));
+                    failures.push(format!(
+                        "{}: --set {assignment}: parsing panicked",
+                        path.display()
+                    ));
                     continue;
                 };
-                cases.push((format!("{}: --set {assignment}", path.display()), leaf.clone(), result));
+                cases.push((
+                    format!("{}: --set {assignment}", path.display()),
+                    leaf.clone(),
+                    result,
+                ));
             }
         }
 
@@ -189,7 +279,9 @@ fn every_numeric_field_of_every_shipped_config_errors_cleanly_or_runs() {
                 Err(message) => {
                     rejected += 1;
                     if message.trim().is_empty() || message.trim_end().contains('\n') {
-                        failures.push(format!("{description}: the error is not one line: {message:?}"));
+                        failures.push(format!(
+                            "{description}: the error is not one line: {message:?}"
+                        ));
                     }
                 }
                 Ok(config) => {
@@ -197,14 +289,28 @@ fn every_numeric_field_of_every_shipped_config_errors_cleanly_or_runs() {
                     if !exercised.insert(format!("{field}\n{}", config.to_ron())) {
                         continue;
                     }
-                    if catch_unwind(AssertUnwindSafe(|| exercise(&config, &field, replay))).is_err() {
-                        failures.push(format!("{description}: accepted, then panicked while building or stepping"));
+                    if catch_unwind(AssertUnwindSafe(|| exercise(&config, &field, replay))).is_err()
+                    {
+                        failures.push(format!(
+                            "{description}: accepted, then panicked while building or stepping"
+                        ));
                     }
                 }
             }
         }
     }
-    eprintln!("config walk: {rejected} values rejected cleanly, {accepted} accepted ({} distinct configs exercised)", exercised.len());
-    assert!(rejected > 500 && accepted > 50, "the walk covered too little: {rejected} rejected, {accepted} accepted");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "config walk: {rejected} values rejected cleanly, {accepted} accepted ({} distinct configs exercised)",
+        exercised.len()
+    );
+    assert!(
+        rejected > 500 && accepted > 50,
+        "the walk covered too little: {rejected} rejected, {accepted} accepted"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

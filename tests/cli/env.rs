@@ -3,9 +3,18 @@ use serde_json::Value;
 use crate::util::{stderr, stdout, wm};
 
 fn rollout(env: &str, seed: &str, steps: &str) -> Vec<Value> {
-    let output = wm(&["env", "rollout", "--env", env, "--seed", seed, "--steps", steps]);
-    assert!(output.status.success(), "wm env rollout failed: {}", stderr(&output));
-    stdout(&output).lines().map(|line| serde_json::from_str(line).expect("each line should be JSON")).collect()
+    let output = wm(&[
+        "env", "rollout", "--env", env, "--seed", seed, "--steps", steps,
+    ]);
+    assert!(
+        output.status.success(),
+        "wm env rollout failed: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line should be JSON"))
+        .collect()
 }
 
 #[test]
@@ -18,8 +27,15 @@ fn cartpole_rollout_prints_one_json_object_per_step_across_episodes() {
         assert_eq!(record["env"], "CartPole-v1");
         assert_eq!(record["episode"], expected_episode, "{record}");
         assert_eq!(record["t"], expected_t, "{record}");
-        assert_eq!(record["state"].is_array(), expected_t == 0, "state is printed at each episode's first step: {record}");
-        assert!(record["action"].is_u64() && record["action"].as_u64() < Some(2), "{record}");
+        assert_eq!(
+            record["state"].is_array(),
+            expected_t == 0,
+            "state is printed at each episode's first step: {record}"
+        );
+        assert!(
+            record["action"].is_u64() && record["action"].as_u64() < Some(2),
+            "{record}"
+        );
         assert_eq!(record["obs"].as_array().map(Vec::len), Some(4));
         assert_eq!(record["next_obs"].as_array().map(Vec::len), Some(4));
         assert_eq!(record["reward"], 1.0);
@@ -29,15 +45,23 @@ fn cartpole_rollout_prints_one_json_object_per_step_across_episodes() {
             expected_t = 0;
         }
     }
-    assert!(expected_episode >= 3, "a random policy ends several CartPole episodes in 300 steps, got {expected_episode}");
+    assert!(
+        expected_episode >= 3,
+        "a random policy ends several CartPole episodes in 300 steps, got {expected_episode}"
+    );
 }
 
 #[test]
 fn pendulum_rollout_has_continuous_actions_and_truncates_at_200() {
     let records = rollout("pendulum", "1", "401");
-    let action = records[0]["action"].as_array().expect("continuous actions print as a list");
+    let action = records[0]["action"]
+        .as_array()
+        .expect("continuous actions print as a list");
     assert_eq!(action.len(), 1);
-    assert_eq!(records[199]["truncated"], true, "Pendulum-v1 truncates at its 200th step");
+    assert_eq!(
+        records[199]["truncated"], true,
+        "Pendulum-v1 truncates at its 200th step"
+    );
     assert_eq!(records[200]["episode"], 1);
     assert_eq!(records[200]["t"], 0);
     assert!(records.iter().all(|r| r["terminated"] == false));
@@ -45,15 +69,26 @@ fn pendulum_rollout_has_continuous_actions_and_truncates_at_200() {
 
 #[test]
 fn rollout_is_reproducible_for_a_seed_and_differs_across_seeds() {
-    assert_eq!(rollout("cartpole", "9", "50"), rollout("cartpole", "9", "50"));
-    assert_ne!(rollout("cartpole", "9", "50"), rollout("cartpole", "10", "50"));
+    assert_eq!(
+        rollout("cartpole", "9", "50"),
+        rollout("cartpole", "9", "50")
+    );
+    assert_ne!(
+        rollout("cartpole", "9", "50"),
+        rollout("cartpole", "10", "50")
+    );
 }
 
 #[test]
 fn seeded_reset_gives_gymnasiums_initial_state() {
     // gymnasium 1.4.0: gym.make("CartPole-v1").reset(seed=3)[0] == [-0.04143508, -0.02631895, 0.03012745, 0.0082162]
     let first = &rollout("cartpole", "3", "1")[0];
-    let obs: Vec<f64> = first["obs"].as_array().expect("obs").iter().map(|v| v.as_f64().expect("number")).collect();
+    let obs: Vec<f64> = first["obs"]
+        .as_array()
+        .expect("obs")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
     let expected = [-0.04143508, -0.02631895, 0.03012745, 0.0082162];
     for (got, want) in obs.iter().zip(expected) {
         assert!((got - want).abs() < 1e-7, "obs {obs:?} != {expected:?}");
@@ -66,12 +101,19 @@ fn unknown_environment_is_a_one_line_error_with_the_known_names() {
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert_eq!(message.lines().count(), 1, "one line expected: {message}");
-    assert!(message.contains("acrobot") && message.contains("cartpole") && !message.contains("panicked"), "{message}");
+    assert!(
+        message.contains("acrobot")
+            && message.contains("cartpole")
+            && !message.contains("panicked"),
+        "{message}"
+    );
 }
 
 #[test]
 fn bad_flag_is_a_one_line_usage_error() {
-    let output = wm(&["env", "rollout", "--env", "cartpole", "--steps", "3", "--speed", "9"]);
+    let output = wm(&[
+        "env", "rollout", "--env", "cartpole", "--steps", "3", "--speed", "9",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
     assert_eq!(message.lines().count(), 1, "one line expected: {message}");
@@ -92,5 +134,9 @@ fn help_explains_every_rollout_flag() {
 fn unknown_device_is_a_one_line_error() {
     let output = wm(&["device", "--device", "tpu"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("unknown device `tpu`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("unknown device `tpu`"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -19,11 +19,23 @@ const HANG_LIMIT: Duration = Duration::from_secs(180);
 
 /// `wm train` arguments of a tiny Gaussian-MLP CartPole run in `runs`, then `extra`.
 fn train_args(runs: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["train", "--config", config_path("cartpole_gaussian_mlp.ron").as_str(), "--runs-dir", runs.to_str().expect("utf-8"), "--quiet"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(TINY.iter().chain(TINY_MLP).chain(extra).map(|s| s.to_string()));
+    let mut args: Vec<String> = [
+        "train",
+        "--config",
+        config_path("cartpole_gaussian_mlp.ron").as_str(),
+        "--runs-dir",
+        runs.to_str().expect("utf-8"),
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(
+        TINY.iter()
+            .chain(TINY_MLP)
+            .chain(extra)
+            .map(|s| s.to_string()),
+    );
     args
 }
 
@@ -31,12 +43,21 @@ fn train_args(runs: &Path, extra: &[&str]) -> Vec<String> {
 fn finished_run(runs: &Path, extra: &[&str]) -> PathBuf {
     let args = train_args(runs, extra);
     let output = wm(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(output.status.success(), "wm train failed: {}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "wm train failed: {}",
+        stderr(&output)
+    );
     only_run(runs)
 }
 
 fn only_run(runs: &Path) -> PathBuf {
-    std::fs::read_dir(runs).expect("runs dir").next().expect("one run folder").expect("entry").path()
+    std::fs::read_dir(runs)
+        .expect("runs dir")
+        .next()
+        .expect("one run folder")
+        .expect("entry")
+        .path()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -53,7 +74,12 @@ fn spawn_wm(args: &[String]) -> Spawned {
     let logs = tempfile::tempdir().expect("temp dir");
     let out = File::create(logs.path().join("stdout")).expect("stdout file");
     let err = File::create(logs.path().join("stderr")).expect("stderr file");
-    let child = Command::new(env!("CARGO_BIN_EXE_wm")).args(args).stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().expect("wm starts");
+    let child = Command::new(env!("CARGO_BIN_EXE_wm"))
+        .args(args)
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("wm starts");
     Spawned { child, logs }
 }
 
@@ -71,7 +97,11 @@ impl Spawned {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        (status.code(), std::fs::read_to_string(self.logs.path().join("stdout")).unwrap_or_default(), self.stderr())
+        (
+            status.code(),
+            std::fs::read_to_string(self.logs.path().join("stdout")).unwrap_or_default(),
+            self.stderr(),
+        )
     }
 
     fn stderr(&self) -> String {
@@ -83,9 +113,15 @@ impl Spawned {
         let started = Instant::now();
         while !ready() {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!("wm exited ({status}) before {what}; stderr: {}", self.stderr());
+                panic!(
+                    "wm exited ({status}) before {what}; stderr: {}",
+                    self.stderr()
+                );
             }
-            assert!(started.elapsed() < HANG_LIMIT, "{what} did not happen within {HANG_LIMIT:?}");
+            assert!(
+                started.elapsed() < HANG_LIMIT,
+                "{what} did not happen within {HANG_LIMIT:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -93,7 +129,9 @@ impl Spawned {
 
 /// The update of the run's checkpoint, if there is a readable one.
 fn checkpoint_update(run: &Path) -> Option<u64> {
-    wm_train::checkpoint::Checkpoint::load(&run.join("checkpoint.wmck")).ok().map(|checkpoint| checkpoint.meta.update)
+    wm_train::checkpoint::Checkpoint::load(&run.join("checkpoint.wmck"))
+        .ok()
+        .map(|checkpoint| checkpoint.meta.update)
 }
 
 fn cartpole_spec() -> wm_replay::ReplaySpec {
@@ -102,51 +140,96 @@ fn cartpole_spec() -> wm_replay::ReplaySpec {
 
 /// The episodes of a replay file, read as `wm eval` reads them (no lock, torn tail left out).
 fn episodes(path: &Path) -> Vec<wm_replay::Episode> {
-    let (buffer, _) = wm_replay::ReplayBuffer::open_read_only(path, cartpole_spec(), usize::MAX, wm_replay::LoadMode::Strict).expect("replay readable");
+    let (buffer, _) = wm_replay::ReplayBuffer::open_read_only(
+        path,
+        cartpole_spec(),
+        usize::MAX,
+        wm_replay::LoadMode::Strict,
+    )
+    .expect("replay readable");
     buffer.episodes().cloned().collect()
 }
 
 /// Sends `signal` (e.g. "-TERM") to the child with the system's `kill`.
 #[cfg(unix)]
 fn send_signal(child: &Child, signal: &str) {
-    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill runs");
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
     assert!(status.success(), "kill {signal} failed");
 }
 
 /// A long run that checkpoints every 20 updates, started in `runs`.
 fn start_long_run(runs: &Path) -> Spawned {
-    spawn_wm(&train_args(runs, &["--set", "schedule.updates=1000000", "--set", "schedule.checkpoint_every=20", "--set", "schedule.log_every=20", "--set", "schedule.eval_every=1000000"]))
+    spawn_wm(&train_args(
+        runs,
+        &[
+            "--set",
+            "schedule.updates=1000000",
+            "--set",
+            "schedule.checkpoint_every=20",
+            "--set",
+            "schedule.log_every=20",
+            "--set",
+            "schedule.eval_every=1000000",
+        ],
+    ))
 }
 
 #[test]
 fn kill_9_at_several_points_then_resume_keeps_the_replay_and_the_last_checkpoint() {
     let runs = tempfile::tempdir().expect("temp dir");
     let mut spawned = start_long_run(runs.path());
-    spawned.wait_until("a run folder appears", || std::fs::read_dir(runs.path()).is_ok_and(|mut d| d.next().is_some()));
+    spawned.wait_until("a run folder appears", || {
+        std::fs::read_dir(runs.path()).is_ok_and(|mut d| d.next().is_some())
+    });
     let run = only_run(runs.path());
     // Kill points: just after the first checkpoint, later in a resumed run, and early in the
     // next resumed one.
     let mut floor = 20;
     for point in 0..3 {
-        spawned.wait_until(&format!("a checkpoint at update >= {floor}"), || checkpoint_update(&run).is_some_and(|u| u >= floor));
+        spawned.wait_until(&format!("a checkpoint at update >= {floor}"), || {
+            checkpoint_update(&run).is_some_and(|u| u >= floor)
+        });
         spawned.child.kill().expect("SIGKILL");
         let (code, _, _) = spawned.wait();
         assert_eq!(code, None, "kill point {point}: killed by a signal");
 
-        let checkpointed = checkpoint_update(&run).expect("the checkpoint survives a kill -9 (atomic rename)");
-        assert!(checkpointed >= floor && checkpointed % 20 == 0, "kill point {point}: checkpoint at update {checkpointed}");
+        let checkpointed =
+            checkpoint_update(&run).expect("the checkpoint survives a kill -9 (atomic rename)");
+        assert!(
+            checkpointed >= floor && checkpointed % 20 == 0,
+            "kill point {point}: checkpoint at update {checkpointed}"
+        );
         let replay_before = episodes(&run.join("replay_train.wmrb"));
         assert!(!replay_before.is_empty());
 
         // Resume: continues from the checkpoint (so at most one checkpoint interval, 20 updates,
         // is redone) with every episode the replay file held at the kill.
         let resumed_total = checkpointed + 10;
-        let output = wm(&["train", "--resume", path_str(&run), "--set", format!("schedule.updates={resumed_total}").as_str(), "--quiet"]);
-        assert!(output.status.success(), "kill point {point}: resume failed: {}", stderr(&output));
-        assert!(stdout(&output).contains("10 updates this run"), "kill point {point}: {}", stdout(&output));
+        let output = wm(&[
+            "train",
+            "--resume",
+            path_str(&run),
+            "--set",
+            format!("schedule.updates={resumed_total}").as_str(),
+            "--quiet",
+        ]);
+        assert!(
+            output.status.success(),
+            "kill point {point}: resume failed: {}",
+            stderr(&output)
+        );
+        assert!(
+            stdout(&output).contains("10 updates this run"),
+            "kill point {point}: {}",
+            stdout(&output)
+        );
         let replay_after = episodes(&run.join("replay_train.wmrb"));
         assert!(
-            replay_after.len() >= replay_before.len() && replay_after[..replay_before.len()] == replay_before[..],
+            replay_after.len() >= replay_before.len()
+                && replay_after[..replay_before.len()] == replay_before[..],
             "kill point {point}: the {} episodes before the kill are not all kept ({} after)",
             replay_before.len(),
             replay_after.len()
@@ -155,7 +238,17 @@ fn kill_9_at_several_points_then_resume_keeps_the_replay_and_the_last_checkpoint
         if point == 2 {
             break;
         }
-        let args: Vec<String> = ["train", "--resume", path_str(&run), "--set", "schedule.updates=1000000", "--quiet"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = [
+            "train",
+            "--resume",
+            path_str(&run),
+            "--set",
+            "schedule.updates=1000000",
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         spawned = spawn_wm(&args);
         floor = resumed_total + if point == 0 { 100 } else { 20 };
     }
@@ -166,24 +259,55 @@ fn kill_9_at_several_points_then_resume_keeps_the_replay_and_the_last_checkpoint
 fn sigterm_checkpoints_and_exits_non_zero_with_the_resume_command() {
     let runs = tempfile::tempdir().expect("temp dir");
     let mut spawned = start_long_run(runs.path());
-    spawned.wait_until("a run folder appears", || std::fs::read_dir(runs.path()).is_ok_and(|mut d| d.next().is_some()));
+    spawned.wait_until("a run folder appears", || {
+        std::fs::read_dir(runs.path()).is_ok_and(|mut d| d.next().is_some())
+    });
     let run = only_run(runs.path());
     spawned.wait_until("the first checkpoint", || checkpoint_update(&run).is_some());
     send_signal(&spawned.child, "-TERM");
     let (code, _, message) = spawned.wait();
-    assert_eq!(code, Some(1), "SIGTERM should stop the run like Ctrl-C (exit 1, not 143): {message}");
-    assert!(message.contains("stopping at the next safe point"), "{message}");
-    assert!(message.contains(&format!("wm train --resume {}", run.display())), "{message}");
+    assert_eq!(
+        code,
+        Some(1),
+        "SIGTERM should stop the run like Ctrl-C (exit 1, not 143): {message}"
+    );
+    assert!(
+        message.contains("stopping at the next safe point"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("wm train --resume {}", run.display())),
+        "{message}"
+    );
     let update: u64 = message
         .split("interrupted at update ")
         .nth(1)
         .and_then(|rest| rest.split(';').next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no update in: {message}"));
-    assert_eq!(checkpoint_update(&run), Some(update), "the checkpoint holds the update the run stopped at");
-    let output = wm(&["train", "--resume", path_str(&run), "--set", format!("schedule.updates={}", update + 5).as_str(), "--quiet"]);
-    assert!(output.status.success(), "resume after SIGTERM failed: {}", stderr(&output));
-    assert!(stdout(&output).contains("5 updates this run"), "{}", stdout(&output));
+    assert_eq!(
+        checkpoint_update(&run),
+        Some(update),
+        "the checkpoint holds the update the run stopped at"
+    );
+    let output = wm(&[
+        "train",
+        "--resume",
+        path_str(&run),
+        "--set",
+        format!("schedule.updates={}", update + 5).as_str(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "resume after SIGTERM failed: {}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("5 updates this run"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -194,17 +318,51 @@ fn torn_final_replay_record_is_cut_on_resume_with_a_warning() {
     let intact = episodes(&replay);
     // A kill during an append: the last record loses its last 9 bytes.
     let len = std::fs::metadata(&replay).expect("replay").len();
-    File::options().write(true).open(&replay).expect("open").set_len(len - 9).expect("truncate");
+    File::options()
+        .write(true)
+        .open(&replay)
+        .expect("open")
+        .set_len(len - 9)
+        .expect("truncate");
     let check = wm(&["replay", "check", path_str(&run)]);
-    assert!(check.status.success(), "a torn tail is not corruption: {}{}", stdout(&check), stderr(&check));
-    assert!(stdout(&check).contains("torn final record"), "{}", stdout(&check));
+    assert!(
+        check.status.success(),
+        "a torn tail is not corruption: {}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+    assert!(
+        stdout(&check).contains("torn final record"),
+        "{}",
+        stdout(&check)
+    );
 
-    let output = wm(&["train", "--resume", path_str(&run), "--set", "schedule.updates=25", "--quiet"]);
-    assert!(output.status.success(), "resume with a torn replay tail failed: {}", stderr(&output));
+    let output = wm(&[
+        "train",
+        "--resume",
+        path_str(&run),
+        "--set",
+        "schedule.updates=25",
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "resume with a torn replay tail failed: {}",
+        stderr(&output)
+    );
     let warning = stderr(&output);
-    assert!(warning.contains("warning:") && warning.contains("replay_train.wmrb: cut off") && warning.contains("truncated record"), "{warning}");
+    assert!(
+        warning.contains("warning:")
+            && warning.contains("replay_train.wmrb: cut off")
+            && warning.contains("truncated record"),
+        "{warning}"
+    );
     let after = episodes(&replay);
-    assert_eq!(after[..intact.len() - 1], intact[..intact.len() - 1], "every complete episode is kept");
+    assert_eq!(
+        after[..intact.len() - 1],
+        intact[..intact.len() - 1],
+        "every complete episode is kept"
+    );
 }
 
 #[test]
@@ -217,26 +375,63 @@ fn corrupt_replay_stops_resume_and_wm_replay_recover_keeps_the_intact_prefix() {
     bytes[middle] ^= 0x5a;
     std::fs::write(&replay, &bytes).expect("write");
 
-    let resumed = wm(&["train", "--resume", path_str(&run), "--set", "schedule.updates=25", "--quiet"]);
+    let resumed = wm(&[
+        "train",
+        "--resume",
+        path_str(&run),
+        "--set",
+        "schedule.updates=25",
+        "--quiet",
+    ]);
     assert_eq!(resumed.status.code(), Some(1));
     let message = stderr(&resumed);
-    assert!(message.contains("is corrupt at byte") && message.contains(&format!("wm replay recover {}", run.display())), "{message}");
+    assert!(
+        message.contains("is corrupt at byte")
+            && message.contains(&format!("wm replay recover {}", run.display())),
+        "{message}"
+    );
     assert!(!message.contains("panicked"), "{message}");
-    assert_eq!(std::fs::read(&replay).expect("replay"), bytes, "a refused resume leaves the file as it was");
+    assert_eq!(
+        std::fs::read(&replay).expect("replay"),
+        bytes,
+        "a refused resume leaves the file as it was"
+    );
 
     let check = wm(&["replay", "check", path_str(&run)]);
     assert_eq!(check.status.code(), Some(1), "{}", stdout(&check));
-    assert!(stdout(&check).contains("CORRUPT from byte") && stderr(&check).contains("wm replay recover"), "{}{}", stdout(&check), stderr(&check));
+    assert!(
+        stdout(&check).contains("CORRUPT from byte")
+            && stderr(&check).contains("wm replay recover"),
+        "{}{}",
+        stdout(&check),
+        stderr(&check)
+    );
 
     let recover = wm(&["replay", "recover", path_str(&run)]);
     assert!(recover.status.success(), "{}", stderr(&recover));
-    assert!(stdout(&recover).contains("replay_train.wmrb: kept") && stdout(&recover).contains("replay_eval.wmrb: intact"), "{}", stdout(&recover));
+    assert!(
+        stdout(&recover).contains("replay_train.wmrb: kept")
+            && stdout(&recover).contains("replay_eval.wmrb: intact"),
+        "{}",
+        stdout(&recover)
+    );
     assert!((std::fs::metadata(&replay).expect("replay").len() as usize) <= middle);
     let check = wm(&["replay", "check", path_str(&run)]);
     assert!(check.status.success(), "{}", stdout(&check));
 
-    let resumed = wm(&["train", "--resume", path_str(&run), "--set", "schedule.updates=25", "--quiet"]);
-    assert!(resumed.status.success(), "resume after recovery failed: {}", stderr(&resumed));
+    let resumed = wm(&[
+        "train",
+        "--resume",
+        path_str(&run),
+        "--set",
+        "schedule.updates=25",
+        "--quiet",
+    ]);
+    assert!(
+        resumed.status.success(),
+        "resume after recovery failed: {}",
+        stderr(&resumed)
+    );
 }
 
 #[test]
@@ -244,13 +439,34 @@ fn missing_replay_file_on_resume_is_an_error_unless_asked_for_a_new_one() {
     let runs = tempfile::tempdir().expect("temp dir");
     let run = finished_run(runs.path(), &[]);
     std::fs::remove_file(run.join("replay_train.wmrb")).expect("remove");
-    let output = wm(&["train", "--resume", path_str(&run), "--set", "schedule.updates=25", "--quiet"]);
+    let output = wm(&[
+        "train",
+        "--resume",
+        path_str(&run),
+        "--set",
+        "schedule.updates=25",
+        "--quiet",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
-    assert!(message.contains("replay_train.wmrb missing") && message.contains("--new-replay"), "{message}");
-    assert!(!run.join("replay_train.wmrb").exists(), "nothing collected without --new-replay");
+    assert!(
+        message.contains("replay_train.wmrb missing") && message.contains("--new-replay"),
+        "{message}"
+    );
+    assert!(
+        !run.join("replay_train.wmrb").exists(),
+        "nothing collected without --new-replay"
+    );
 
-    let output = wm(&["train", "--resume", path_str(&run), "--new-replay", "--set", "schedule.updates=25", "--quiet"]);
+    let output = wm(&[
+        "train",
+        "--resume",
+        path_str(&run),
+        "--new-replay",
+        "--set",
+        "schedule.updates=25",
+        "--quiet",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(run.join("replay_train.wmrb").is_file());
 }
@@ -261,15 +477,51 @@ fn eval_and_plot_read_replay_beside_a_writer_and_compare_a_run_with_itself() {
     let run = finished_run(runs.path(), &[]);
     // This process holds the writer's exclusive lock on both files, as a running `wm train` does.
     let spec = cartpole_spec();
-    let _train = wm_replay::ReplayBuffer::open(run.join("replay_train.wmrb"), spec.clone(), 1_000_000, wm_replay::LoadMode::Strict).expect("lock");
-    let _eval = wm_replay::ReplayBuffer::open(run.join("replay_eval.wmrb"), spec, 1_000_000, wm_replay::LoadMode::Strict).expect("lock");
+    let _train = wm_replay::ReplayBuffer::open(
+        run.join("replay_train.wmrb"),
+        spec.clone(),
+        1_000_000,
+        wm_replay::LoadMode::Strict,
+    )
+    .expect("lock");
+    let _eval = wm_replay::ReplayBuffer::open(
+        run.join("replay_eval.wmrb"),
+        spec,
+        1_000_000,
+        wm_replay::LoadMode::Strict,
+    )
+    .expect("lock");
 
     let eval = wm(&["eval", "--run", path_str(&run), "--compare", path_str(&run)]);
-    assert!(eval.status.success(), "wm eval beside a writer failed: {}", stderr(&eval));
-    assert!(stdout(&eval).contains("episode open-loop test"), "{}", stdout(&eval));
+    assert!(
+        eval.status.success(),
+        "wm eval beside a writer failed: {}",
+        stderr(&eval)
+    );
+    assert!(
+        stdout(&eval).contains("episode open-loop test"),
+        "{}",
+        stdout(&eval)
+    );
     let out = runs.path().join("plot.png");
-    let plot = wm(&["plot", "--run", path_str(&run), "--compare", path_str(&run), "--out", path_str(&out), "--episodes", "1", "--horizon", "10"]);
-    assert!(plot.status.success(), "wm plot beside a writer failed: {}", stderr(&plot));
+    let plot = wm(&[
+        "plot",
+        "--run",
+        path_str(&run),
+        "--compare",
+        path_str(&run),
+        "--out",
+        path_str(&out),
+        "--episodes",
+        "1",
+        "--horizon",
+        "10",
+    ]);
+    assert!(
+        plot.status.success(),
+        "wm plot beside a writer failed: {}",
+        stderr(&plot)
+    );
     assert!(out.is_file());
 }
 
@@ -283,7 +535,14 @@ impl Tmpfs {
     fn mount(size: &str, test: &str) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", format!("size={size}").as_str(), "tmpfs", path_str(dir.path())])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                format!("size={size}").as_str(),
+                "tmpfs",
+                path_str(dir.path()),
+            ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success());
@@ -299,7 +558,10 @@ impl Tmpfs {
     }
 
     fn remount_read_only(&self) {
-        let status = Command::new("mount").args(["-o", "remount,ro", path_str(self.path())]).status().expect("mount runs");
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro", path_str(self.path())])
+            .status()
+            .expect("mount runs");
         assert!(status.success(), "remount read-only failed");
     }
 }
@@ -334,19 +596,29 @@ fn fill(dir: &Path, spare: u64) {
             Ok(n) => written += n as u64,
         }
     }
-    file.set_len(written.saturating_sub(spare)).expect("free the spare bytes");
+    file.set_len(written.saturating_sub(spare))
+        .expect("free the spare bytes");
     file.sync_all().expect("sync");
 }
 
 fn assert_clean_failure(code: Option<i32>, message: &str, site: &str) {
-    assert_eq!(code, Some(1), "{site}: a full disk should be an error (exit 1): {message}");
-    assert!(message.contains("No space left on device"), "{site}: {message}");
+    assert_eq!(
+        code,
+        Some(1),
+        "{site}: a full disk should be an error (exit 1): {message}"
+    );
+    assert!(
+        message.contains("No space left on device"),
+        "{site}: {message}"
+    );
     assert!(!message.contains("panicked"), "{site}: {message}");
 }
 
 #[test]
 fn disk_full_at_each_write_site_is_an_error_not_a_panic_or_a_hang() {
-    let Some(tmpfs) = Tmpfs::mount("4m", "disk_full_at_each_write_site") else { return };
+    let Some(tmpfs) = Tmpfs::mount("4m", "disk_full_at_each_write_site") else {
+        return;
+    };
     let runs = tempfile::tempdir().expect("temp dir");
     // Wider layers make the checkpoint (model and Adam state) several pages long.
     let run = finished_run(runs.path(), &["--set", "model.hidden=[64, 64]"]);
@@ -354,9 +626,19 @@ fn disk_full_at_each_write_site_is_an_error_not_a_panic_or_a_hang() {
     // On resume, before the pipeline starts: the new TensorBoard event file.
     let copy = copy_run(&run, tmpfs.path());
     fill(tmpfs.path(), 0);
-    let output = spawn_wm(&["train".into(), "--resume".into(), path_str(&copy).into(), "--quiet".into()]).wait();
+    let output = spawn_wm(&[
+        "train".into(),
+        "--resume".into(),
+        path_str(&copy).into(),
+        "--quiet".into(),
+    ])
+    .wait();
     assert_clean_failure(output.0, &output.2, "event file on resume");
-    assert!(output.2.contains("tfevents"), "the event file is named: {}", output.2);
+    assert!(
+        output.2.contains("tfevents"),
+        "the event file is named: {}",
+        output.2
+    );
 
     // eval.json.
     std::fs::remove_file(tmpfs.path().join("filler")).expect("free");
@@ -370,12 +652,22 @@ fn disk_full_at_each_write_site_is_an_error_not_a_panic_or_a_hang() {
     std::fs::remove_file(tmpfs.path().join("filler")).expect("free");
     for entry in std::fs::read_dir(&copy).expect("copy") {
         let path = entry.expect("entry").path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out")) {
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("events.out"))
+        {
             std::fs::remove_file(path).expect("remove events");
         }
     }
     fill(tmpfs.path(), 8 * 1024);
-    let output = spawn_wm(&["train".into(), "--resume".into(), path_str(&copy).into(), "--quiet".into()]).wait();
+    let output = spawn_wm(&[
+        "train".into(),
+        "--resume".into(),
+        path_str(&copy).into(),
+        "--quiet".into(),
+    ])
+    .wait();
     assert_clean_failure(output.0, &output.2, "checkpoint");
     assert!(output.2.contains("checkpoint"), "{}", output.2);
     // Helper "iface" removes the leftover of a failed write in checkpoint.rs: this assertion
@@ -385,15 +677,26 @@ fn disk_full_at_each_write_site_is_an_error_not_a_panic_or_a_hang() {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "tmp"))
         .collect();
-    assert!(leftovers.is_empty(), "a failed checkpoint write left {leftovers:?} behind");
-    assert_eq!(checkpoint_update(&copy), Some(20), "the old checkpoint is intact");
+    assert!(
+        leftovers.is_empty(),
+        "a failed checkpoint write left {leftovers:?} behind"
+    );
+    assert_eq!(
+        checkpoint_update(&copy),
+        Some(20),
+        "the old checkpoint is intact"
+    );
 }
 
 #[test]
 fn disk_full_mid_training_stops_cleanly_and_the_run_resumes_once_there_is_room() {
-    let Some(tmpfs) = Tmpfs::mount("16m", "disk_full_mid_training") else { return };
+    let Some(tmpfs) = Tmpfs::mount("16m", "disk_full_mid_training") else {
+        return;
+    };
     let mut spawned = start_long_run(tmpfs.path());
-    spawned.wait_until("a run folder appears", || std::fs::read_dir(tmpfs.path()).is_ok_and(|d| d.count() > 0));
+    spawned.wait_until("a run folder appears", || {
+        std::fs::read_dir(tmpfs.path()).is_ok_and(|d| d.count() > 0)
+    });
     let run = only_run(tmpfs.path());
     spawned.wait_until("the first checkpoint", || checkpoint_update(&run).is_some());
     // The disk fills while the run writes replay records, events and checkpoints.
@@ -404,46 +707,129 @@ fn disk_full_mid_training_stops_cleanly_and_the_run_resumes_once_there_is_room()
 
     std::fs::remove_file(tmpfs.path().join("filler")).expect("free");
     let check = wm(&["replay", "check", path_str(&run)]);
-    assert!(check.status.success(), "the replay is intact after a failed append: {}{}", stdout(&check), stderr(&check));
+    assert!(
+        check.status.success(),
+        "the replay is intact after a failed append: {}{}",
+        stdout(&check),
+        stderr(&check)
+    );
     let update = checkpoint_update(&run).expect("a checkpoint survives");
-    let output = wm(&["train", "--resume", path_str(&run), "--set", format!("schedule.updates={}", update + 5).as_str(), "--quiet"]);
-    assert!(output.status.success(), "resume after freeing space failed: {}", stderr(&output));
+    let output = wm(&[
+        "train",
+        "--resume",
+        path_str(&run),
+        "--set",
+        format!("schedule.updates={}", update + 5).as_str(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "resume after freeing space failed: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn eval_and_plot_work_on_a_read_only_run_folder() {
-    let Some(tmpfs) = Tmpfs::mount("8m", "eval_and_plot_work_on_a_read_only_run_folder") else { return };
+    let Some(tmpfs) = Tmpfs::mount("8m", "eval_and_plot_work_on_a_read_only_run_folder") else {
+        return;
+    };
     let runs = tempfile::tempdir().expect("temp dir");
     let run = finished_run(runs.path(), &[]);
     let copy = copy_run(&run, tmpfs.path());
     tmpfs.remount_read_only();
 
-    let eval = wm(&["eval", "--run", path_str(&copy), "--compare", path_str(&copy)]);
-    assert!(eval.status.success(), "wm eval on a read-only folder failed: {}", stderr(&eval));
-    assert!(stdout(&eval).contains("after 20 updates"), "{}", stdout(&eval));
-    assert!(stderr(&eval).contains("eval.json not written"), "{}", stderr(&eval));
+    let eval = wm(&[
+        "eval",
+        "--run",
+        path_str(&copy),
+        "--compare",
+        path_str(&copy),
+    ]);
+    assert!(
+        eval.status.success(),
+        "wm eval on a read-only folder failed: {}",
+        stderr(&eval)
+    );
+    assert!(
+        stdout(&eval).contains("after 20 updates"),
+        "{}",
+        stdout(&eval)
+    );
+    assert!(
+        stderr(&eval).contains("eval.json not written"),
+        "{}",
+        stderr(&eval)
+    );
     let out = runs.path().join("eval_elsewhere.json");
     let eval = wm(&["eval", "--run", path_str(&copy), "--out", path_str(&out)]);
     assert!(eval.status.success() && out.is_file(), "{}", stderr(&eval));
 
     let png = runs.path().join("open_loop.png");
-    let plot = wm(&["plot", "--run", path_str(&copy), "--out", path_str(&png), "--episodes", "1", "--horizon", "10"]);
-    assert!(plot.status.success(), "wm plot on a read-only folder failed: {}", stderr(&plot));
-    assert!(png.is_file() && stderr(&plot).contains("not sent to TensorBoard"), "{}", stderr(&plot));
+    let plot = wm(&[
+        "plot",
+        "--run",
+        path_str(&copy),
+        "--out",
+        path_str(&png),
+        "--episodes",
+        "1",
+        "--horizon",
+        "10",
+    ]);
+    assert!(
+        plot.status.success(),
+        "wm plot on a read-only folder failed: {}",
+        stderr(&plot)
+    );
+    assert!(
+        png.is_file() && stderr(&plot).contains("not sent to TensorBoard"),
+        "{}",
+        stderr(&plot)
+    );
 }
 
 #[test]
 fn cli_messages_name_the_problem() {
     let missing = wm(&["env", "rollout", "--env", "cartpole"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("--steps <STEPS>"), "the missing argument is named: {}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("--steps <STEPS>"),
+        "the missing argument is named: {}",
+        stderr(&missing)
+    );
 
     let nothing = wm(&["env", "rollout", "--env", "cartpole", "--steps", "0"]);
-    assert!(nothing.status.success() && stdout(&nothing).is_empty(), "{}", stderr(&nothing));
-    assert!(stderr(&nothing).contains("--steps 0"), "an empty output says why: {:?}", stderr(&nothing));
+    assert!(
+        nothing.status.success() && stdout(&nothing).is_empty(),
+        "{}",
+        stderr(&nothing)
+    );
+    assert!(
+        stderr(&nothing).contains("--steps 0"),
+        "an empty output says why: {:?}",
+        stderr(&nothing)
+    );
 
     // A negative target parses (it then fails on the missing config file, not on the argument).
-    let solve = wm(&["bench", "solve", "--config", "/nonexistent.ron", "--target", "-200", "--budget", "100"]);
-    assert!(!stderr(&solve).contains("unexpected argument"), "{}", stderr(&solve));
-    assert!(stderr(&solve).contains("nonexistent.ron"), "{}", stderr(&solve));
+    let solve = wm(&[
+        "bench",
+        "solve",
+        "--config",
+        "/nonexistent.ron",
+        "--target",
+        "-200",
+        "--budget",
+        "100",
+    ]);
+    assert!(
+        !stderr(&solve).contains("unexpected argument"),
+        "{}",
+        stderr(&solve)
+    );
+    assert!(
+        stderr(&solve).contains("nonexistent.ron"),
+        "{}",
+        stderr(&solve)
+    );
 }

@@ -24,22 +24,45 @@ fn an_override_that_does_not_fit_the_checkpoint_fails_and_changes_nothing() {
     let output = resume(&run, &["model.hidden=[32, 32]", "schedule.updates=30"]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
-    assert!(message.contains("do not fit the configured model") && !message.contains("panicked"), "{message}");
-    assert_eq!(std::fs::read(run.join("config.ron")).expect("config"), config_before, "config.ron was rewritten");
+    assert!(
+        message.contains("do not fit the configured model") && !message.contains("panicked"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("config.ron")).expect("config"),
+        config_before,
+        "config.ron was rewritten"
+    );
     assert!(!run.join("config.prev.ron").exists());
-    assert_eq!(std::fs::read(run.join("checkpoint.wmck")).expect("checkpoint"), checkpoint_before);
-    assert_eq!(std::fs::read(run.join("replay_train.wmrb")).expect("replay"), replay_before);
+    assert_eq!(
+        std::fs::read(run.join("checkpoint.wmck")).expect("checkpoint"),
+        checkpoint_before
+    );
+    assert_eq!(
+        std::fs::read(run.join("replay_train.wmrb")).expect("replay"),
+        replay_before
+    );
 
     // An invalid override is refused before anything is opened.
     let output = resume(&run, &["optim.lr=-1"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("--set: field `optim.lr`"), "{}", stderr(&output));
-    assert_eq!(std::fs::read(run.join("config.ron")).expect("config"), config_before);
+    assert!(
+        stderr(&output).contains("--set: field `optim.lr`"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::read(run.join("config.ron")).expect("config"),
+        config_before
+    );
 
     // A fitting override is applied, and the previous config kept.
     let output = resume(&run, &["schedule.updates=30"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(std::fs::read(run.join("config.prev.ron")).expect("config.prev.ron"), config_before);
+    assert_eq!(
+        std::fs::read(run.join("config.prev.ron")).expect("config.prev.ron"),
+        config_before
+    );
     let config = std::fs::read_to_string(run.join("config.ron")).expect("config");
     assert!(config.contains("updates: 30"), "{config}");
 }
@@ -50,15 +73,27 @@ fn a_run_killed_before_its_first_checkpoint_resumes_from_update_zero_with_its_re
     let run = train_tiny(&config_path("cartpole_deterministic_mlp.ron"), runs.path());
     std::fs::remove_file(run.join("checkpoint.wmck")).expect("remove the checkpoint");
     let output = resume(&run, &[]);
-    assert!(output.status.success(), "resume without a checkpoint failed: {}", stderr(&output));
-    assert!(stdout(&output).contains("20 updates this run"), "{}", stdout(&output));
+    assert!(
+        output.status.success(),
+        "resume without a checkpoint failed: {}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("20 updates this run"),
+        "{}",
+        stdout(&output)
+    );
     assert!(run.join("checkpoint.wmck").is_file());
 
     let empty = tempfile::tempdir().expect("temp dir");
     std::fs::copy(run.join("config.ron"), empty.path().join("config.ron")).expect("copy config");
     let output = resume(empty.path(), &[]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("neither a checkpoint nor replay"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("neither a checkpoint nor replay"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -70,9 +105,15 @@ fn an_old_format_run_folder_is_refused_with_what_to_do() {
     bytes[6..8].copy_from_slice(&1u16.to_le_bytes());
     std::fs::write(run.join("checkpoint.wmck"), &bytes).expect("write");
     std::fs::write(run.join("agent.wmck"), b"WMCKPT\x01\x00").expect("write");
-    for output in [resume(&run, &[]), wm(&["eval", "--run", run.to_str().expect("utf-8")])] {
+    for output in [
+        resume(&run, &[]),
+        wm(&["eval", "--run", run.to_str().expect("utf-8")]),
+    ] {
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{message}");
-        assert!(message.contains("format 1") && message.contains("wm train --config"), "{message}");
+        assert!(
+            message.contains("format 1") && message.contains("wm train --config"),
+            "{message}"
+        );
     }
 }

@@ -26,19 +26,44 @@ fn default_categorical_rssm_predicts_pendulum_five_steps_ahead() {
     let output = crate::util::wm_in(
         env!("CARGO_MANIFEST_DIR"),
         &[
-            "train", "--config", "configs/pendulum_rssm_categorical.ron", "--quiet", "--seed", "0",
-            "--runs-dir", runs.path().to_str().expect("utf-8"),
-            "--set", "data.eval_steps=1000",
-            "--set", updates.as_str(),
-            "--set", "schedule.eval_every=100000",
-            "--set", "schedule.checkpoint_every=100000",
+            "train",
+            "--config",
+            "configs/pendulum_rssm_categorical.ron",
+            "--quiet",
+            "--seed",
+            "0",
+            "--runs-dir",
+            runs.path().to_str().expect("utf-8"),
+            "--set",
+            "data.eval_steps=1000",
+            "--set",
+            updates.as_str(),
+            "--set",
+            "schedule.eval_every=100000",
+            "--set",
+            "schedule.checkpoint_every=100000",
         ],
     );
-    assert!(output.status.success(), "wm train failed: {}", stderr(&output));
-    let run = std::fs::read_dir(runs.path()).expect("runs").next().expect("a run").expect("entry").path();
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).expect("eval.json")).expect("json");
+    assert!(
+        output.status.success(),
+        "wm train failed: {}",
+        stderr(&output)
+    );
+    let run = std::fs::read_dir(runs.path())
+        .expect("runs")
+        .next()
+        .expect("a run")
+        .expect("entry")
+        .path();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).expect("eval.json"))
+            .expect("json");
     let open_loop = report["open_loop"].as_array().expect("open-loop entries");
-    let h5 = open_loop.iter().find(|e| e["horizon"] == 5).and_then(|e| e["rmse"].as_f64()).expect("an h=5 RMSE");
+    let h5 = open_loop
+        .iter()
+        .find(|e| e["horizon"] == 5)
+        .and_then(|e| e["rmse"].as_f64())
+        .expect("an h=5 RMSE");
     eprintln!("categorical RSSM after {UPDATES} updates: open-loop RMSE at h=5 {h5:.3}");
     assert!(h5 < FLOOR, "open-loop RMSE at h=5 {h5:.3}, floor {FLOOR}");
 }

@@ -13,9 +13,9 @@ use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use wm_imagine::{ImagineActions, WorldModel};
 use wm_models::ActionSpec;
-use wm_models::validate::{self, InvalidField};
 use wm_models::grad::clip_global_norm;
 use wm_models::mlp::{Mlp, MlpConfig};
+use wm_models::validate::{self, InvalidField};
 
 use crate::policy::{Actor, PolicyBounds};
 use crate::returns::{ReturnNormalizer, discount_weights, lambda_returns};
@@ -109,11 +109,19 @@ impl ActorCriticConfig {
         if !(self.max_std.is_finite() && self.max_std <= 10.0 && self.min_std <= self.max_std) {
             return Err(InvalidField::new(
                 "max_std",
-                format!("must be finite, at most 10 and at least min_std ({}), got {}", self.min_std, self.max_std),
+                format!(
+                    "must be finite, at most 10 and at least min_std ({}), got {}",
+                    self.min_std, self.max_std
+                ),
             ));
         }
         validate::within("entropy", f64::from(self.entropy), 0.0, 1e6)?;
-        validate::within("slow_critic_weight", f64::from(self.slow_critic_weight), 0.0, 1e6)?;
+        validate::within(
+            "slow_critic_weight",
+            f64::from(self.slow_critic_weight),
+            0.0,
+            1e6,
+        )?;
         validate::positive("grad_clip", f64::from(self.grad_clip))?;
         validate::positive("eps", f64::from(self.eps))?;
         validate::count("starts", self.starts, validate::MAX_WIDTH)
@@ -357,7 +365,8 @@ impl ActorCritic {
     fn imagine<M: WorldModel>(&self, model: &M, starts: &M::State) -> Imagined {
         let actor = self.policy();
         let horizon = self.config.horizon;
-        let (mut features, mut actions) = (Vec::with_capacity(horizon + 1), Vec::with_capacity(horizon));
+        let (mut features, mut actions) =
+            (Vec::with_capacity(horizon + 1), Vec::with_capacity(horizon));
         let mut policy = |state: &M::State, _obs: &Tensor<2>| {
             let f = model.features(state).inner().detach();
             let action = actor.forward(f.clone()).sample();
@@ -365,7 +374,14 @@ impl ActorCritic {
             actions.push(action.clone());
             actor.to_raw(action)
         };
-        let rollout = model.imagine(starts, ImagineActions::Policy { horizon, policy: &mut policy }, self.config.sample_model);
+        let rollout = model.imagine(
+            starts,
+            ImagineActions::Policy {
+                horizon,
+                policy: &mut policy,
+            },
+            self.config.sample_model,
+        );
         features.push(model.features(&rollout.last).inner().detach());
         Imagined {
             features: Tensor::cat(features, 0),

@@ -140,7 +140,10 @@ mod tests {
     use burn::tensor::TensorData;
 
     fn t2(values: &[f32], shape: [usize; 2]) -> Tensor<2> {
-        Tensor::from_data(TensorData::new(values.to_vec(), shape), &wm_backend::test_device())
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), shape),
+            &wm_backend::test_device(),
+        )
     }
 
     fn host(x: Tensor<2>) -> Vec<f32> {

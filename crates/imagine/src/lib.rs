@@ -274,7 +274,14 @@ fn discounted_return(reward: Tensor<2>, continue_prob: Tensor<2>, discount: f32)
     let alive = if h == 1 {
         Tensor::<2>::ones([b, 1], &device)
     } else {
-        Tensor::cat(vec![Tensor::<2>::ones([b, 1], &device), continue_prob.narrow(1, 0, h - 1)], 1).cumprod(1)
+        Tensor::cat(
+            vec![
+                Tensor::<2>::ones([b, 1], &device),
+                continue_prob.narrow(1, 0, h - 1),
+            ],
+            1,
+        )
+        .cumprod(1)
     };
     let powers: Vec<f32> = (0..h).map(|i| discount.powi(i as i32)).collect();
     let powers = Tensor::<2>::from_data(TensorData::new(powers, [1, h]), &device);
@@ -336,7 +343,12 @@ pub trait WorldModel {
     ///
     /// # Panics
     /// As [`WorldModel::step`].
-    fn step_reward(&self, state: &Self::State, action: Tensor<2>, sample: bool) -> (Self::State, Tensor<1>, Tensor<1>) {
+    fn step_reward(
+        &self,
+        state: &Self::State,
+        action: Tensor<2>,
+        sample: bool,
+    ) -> (Self::State, Tensor<1>, Tensor<1>) {
         let (next, prediction) = self.step(state, action, sample);
         (next, prediction.reward, prediction.continue_prob)
     }
@@ -385,7 +397,10 @@ pub trait WorldModel {
         match context.history() {
             Some(history) => {
                 let [b, t, o] = history.obs.dims();
-                self.start(&Context::new(history.obs.clone().reshape([b * t, o])), sample)
+                self.start(
+                    &Context::new(history.obs.clone().reshape([b * t, o])),
+                    sample,
+                )
             }
             None => self.start(context, sample),
         }
@@ -431,8 +446,14 @@ pub trait WorldModel {
     ///
     /// # Panics
     /// If the actions have the wrong shape or `H = 0`.
-    fn discounted_returns(&self, start: &Self::State, actions: Tensor<3>, discount: f32) -> Tensor<1> {
-        let (_, reward, continue_prob, _) = run_steps(self, start, ImagineActions::Sequence(actions), false, false);
+    fn discounted_returns(
+        &self,
+        start: &Self::State,
+        actions: Tensor<3>,
+        discount: f32,
+    ) -> Tensor<1> {
+        let (_, reward, continue_prob, _) =
+            run_steps(self, start, ImagineActions::Sequence(actions), false, false);
         discounted_return(reward, continue_prob, discount)
     }
 }
@@ -449,7 +470,12 @@ pub fn imagine_by_steps<M: WorldModel + ?Sized>(
     sample: bool,
 ) -> Rollout<M::State> {
     let (obs, reward, continue_prob, last) = run_steps(model, start, actions, sample, true);
-    Rollout { obs: obs.expect("observations were asked for"), reward, continue_prob, last }
+    Rollout {
+        obs: obs.expect("observations were asked for"),
+        reward,
+        continue_prob,
+        last,
+    }
 }
 
 /// The one loop: `H` steps from `start`, with [`WorldModel::step`] when `with_obs` (or when a

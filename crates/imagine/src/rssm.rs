@@ -102,7 +102,12 @@ impl WorldModel for Rssm {
         (next, prediction)
     }
 
-    fn step_reward(&self, state: &RssmState, action: Tensor<2>, sample: bool) -> (RssmState, Tensor<1>, Tensor<1>) {
+    fn step_reward(
+        &self,
+        state: &RssmState,
+        action: Tensor<2>,
+        sample: bool,
+    ) -> (RssmState, Tensor<1>, Tensor<1>) {
         check_action(self.action_spec(), state.batch_size(), &action);
         let next = self.img_step(state, action, sample);
         let (reward, cont) = self.decode_reward_cont(next.deter.clone(), next.stoch.clone());
@@ -134,10 +139,19 @@ impl WorldModel for Rssm {
     fn start_every_step(&self, context: &Context, sample: bool) -> RssmState {
         match context.history() {
             Some(h) => {
-                let out = self.observe(h.obs.clone(), h.action.clone(), h.is_first.clone(), None, sample);
+                let out = self.observe(
+                    h.obs.clone(),
+                    h.action.clone(),
+                    h.is_first.clone(),
+                    None,
+                    sample,
+                );
                 let [b, t, d] = out.deter.dims();
                 let s = out.stoch.dims()[2];
-                RssmState { deter: out.deter.reshape([b * t, d]), stoch: out.stoch.reshape([b * t, s]) }
+                RssmState {
+                    deter: out.deter.reshape([b * t, d]),
+                    stoch: out.stoch.reshape([b * t, s]),
+                }
             }
             None => WorldModel::start(self, context, sample),
         }
@@ -154,8 +168,8 @@ impl WorldModel for Rssm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ImagineActions, ModelEnv};
     use crate::test_util::{seeded, vec};
+    use crate::{ImagineActions, ModelEnv};
     use burn::tensor::{Device, Distribution};
     use wm_rssm::{LatentConfig, RssmConfig, RssmSpec};
 
@@ -340,11 +354,28 @@ mod tests {
             close(&vec(state.deter), &vec(r.last.deter.clone()), "last deter");
             close(&vec(state.stoch), &vec(r.last.stoch.clone()), "last stoch");
             // The one loop agrees with the model's own batched rollout (all steps decoded at once).
-            let batched = Rssm::imagine(&model, start.clone(), wm_rssm::Actions::Sequence(seq.clone()), false);
-            close(&vec(r.obs.clone()), &vec(batched.obs), &format!("{latent:?} batched obs"));
-            close(&vec(r.reward.clone()), &vec(batched.reward), &format!("{latent:?} batched reward"));
+            let batched = Rssm::imagine(
+                &model,
+                start.clone(),
+                wm_rssm::Actions::Sequence(seq.clone()),
+                false,
+            );
+            close(
+                &vec(r.obs.clone()),
+                &vec(batched.obs),
+                &format!("{latent:?} batched obs"),
+            );
+            close(
+                &vec(r.reward.clone()),
+                &vec(batched.reward),
+                &format!("{latent:?} batched reward"),
+            );
             // Planners' returns skip the decoder but equal the rollout's discounted return.
-            close(&vec(model.discounted_returns(&start, seq, 0.9)), &vec(r.discounted_return(0.9)), &format!("{latent:?} returns"));
+            close(
+                &vec(model.discounted_returns(&start, seq, 0.9)),
+                &vec(r.discounted_return(0.9)),
+                &format!("{latent:?} returns"),
+            );
         }
     }
 

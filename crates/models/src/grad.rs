@@ -40,7 +40,9 @@ impl ModuleVisitor for Scale<'_> {
 pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f32 {
     let mut visitor = SquaredNorm { grads, total: None };
     module.visit(&mut visitor);
-    visitor.total.map_or(0.0, |total| total.into_scalar::<f32>().sqrt())
+    visitor
+        .total
+        .map_or(0.0, |total| total.into_scalar::<f32>().sqrt())
 }
 
 /// Scales all gradients by `max_norm / norm` when their global norm exceeds `max_norm`.
@@ -48,7 +50,10 @@ pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f32 {
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f32) -> f32 {
     let norm = global_norm(module, grads);
     if norm.is_finite() && norm > max_norm {
-        module.visit(&mut Scale { grads, factor: max_norm / norm });
+        module.visit(&mut Scale {
+            grads,
+            factor: max_norm / norm,
+        });
     }
     norm
 }
@@ -66,13 +71,33 @@ mod tests {
         let input = Tensor::<2>::from_floats([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]], &device);
         let loss = layer.forward(input).sum().mul_scalar(100.0);
         let mut grads = GradientsParams::from_grads(loss.backward(), &layer);
-        let weight_before: Vec<f32> = grads.get::<2>(layer.weight.id).expect("weight grad").into_data().try_to_vec::<f32>().expect("f32");
+        let weight_before: Vec<f32> = grads
+            .get::<2>(layer.weight.id)
+            .expect("weight grad")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         let norm = clip_global_norm(&layer, &mut grads, 1.0);
-        assert!(norm > 1.0, "the test needs a norm above the limit, got {norm}");
-        assert!((global_norm(&layer, &grads) - 1.0).abs() < 1e-4, "clipped norm {}", global_norm(&layer, &grads));
-        let weight_after: Vec<f32> = grads.get::<2>(layer.weight.id).expect("weight grad").into_data().try_to_vec::<f32>().expect("f32");
+        assert!(
+            norm > 1.0,
+            "the test needs a norm above the limit, got {norm}"
+        );
+        assert!(
+            (global_norm(&layer, &grads) - 1.0).abs() < 1e-4,
+            "clipped norm {}",
+            global_norm(&layer, &grads)
+        );
+        let weight_after: Vec<f32> = grads
+            .get::<2>(layer.weight.id)
+            .expect("weight grad")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         for (before, after) in weight_before.iter().zip(&weight_after) {
-            assert!((before / norm - after).abs() < 1e-5, "direction changed: {before} -> {after}");
+            assert!(
+                (before / norm - after).abs() < 1e-5,
+                "direction changed: {before} -> {after}"
+            );
         }
     }
 
@@ -80,7 +105,10 @@ mod tests {
     fn small_gradients_are_left_alone() {
         let device = wm_backend::test_device().autodiff();
         let layer: Linear = LinearConfig::new(2, 1).init(&device);
-        let loss = layer.forward(Tensor::<2>::from_floats([[0.01, 0.01]], &device)).sum().mul_scalar(0.001);
+        let loss = layer
+            .forward(Tensor::<2>::from_floats([[0.01, 0.01]], &device))
+            .sum()
+            .mul_scalar(0.001);
         let mut grads = GradientsParams::from_grads(loss.backward(), &layer);
         let before = global_norm(&layer, &grads);
         assert_eq!(clip_global_norm(&layer, &mut grads, 10.0), before);

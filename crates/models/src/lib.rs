@@ -53,11 +53,11 @@
 //! let eval_model = model.valid(); // no autodiff: cheaper sampling and likelihoods
 //! ```
 
-pub mod grad;
 pub mod cvae;
 pub mod deterministic;
 pub mod dist;
 pub mod gaussian;
+pub mod grad;
 mod heads;
 pub mod mlp;
 mod normalizer;
@@ -105,7 +105,11 @@ impl ActionSpec {
                 .zip(high)
                 .map(|(&l, &h)| {
                     let range = h - l;
-                    if range.is_finite() && range > 0.0 { (2.0 / range, -1.0 - 2.0 * l / range) } else { (1.0, 0.0) }
+                    if range.is_finite() && range > 0.0 {
+                        (2.0 / range, -1.0 - 2.0 * l / range)
+                    } else {
+                        (1.0, 0.0)
+                    }
                 })
                 .unzip(),
         }

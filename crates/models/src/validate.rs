@@ -22,19 +22,28 @@ pub struct InvalidField {
 impl InvalidField {
     /// An error for `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The same error with `prefix.` in front of the field's path.
     pub fn within(self, prefix: &str) -> Self {
-        Self { field: format!("{prefix}.{}", self.field), message: self.message }
+        Self {
+            field: format!("{prefix}.{}", self.field),
+            message: self.message,
+        }
     }
 }
 
 /// `value` must be a count in `1..=max`.
 pub fn count(field: &str, value: usize, max: usize) -> Result<(), InvalidField> {
     if value == 0 || value > max {
-        return Err(InvalidField::new(field, format!("must be between 1 and {max}, got {value}")));
+        return Err(InvalidField::new(
+            field,
+            format!("must be between 1 and {max}, got {value}"),
+        ));
     }
     Ok(())
 }
@@ -53,7 +62,10 @@ pub fn widths(field: &str, widths: &[usize]) -> Result<(), InvalidField> {
 /// `value` must be finite and `>= 0`.
 pub fn non_negative(field: &str, value: f64) -> Result<(), InvalidField> {
     if !(value.is_finite() && value >= 0.0) {
-        return Err(InvalidField::new(field, format!("must be a finite number >= 0, got {value}")));
+        return Err(InvalidField::new(
+            field,
+            format!("must be a finite number >= 0, got {value}"),
+        ));
     }
     Ok(())
 }
@@ -61,7 +73,10 @@ pub fn non_negative(field: &str, value: f64) -> Result<(), InvalidField> {
 /// `value` must be finite and `> 0`.
 pub fn positive(field: &str, value: f64) -> Result<(), InvalidField> {
     if !(value.is_finite() && value > 0.0) {
-        return Err(InvalidField::new(field, format!("must be a positive number, got {value}")));
+        return Err(InvalidField::new(
+            field,
+            format!("must be a positive number, got {value}"),
+        ));
     }
     Ok(())
 }
@@ -69,7 +84,10 @@ pub fn positive(field: &str, value: f64) -> Result<(), InvalidField> {
 /// `value` must be finite and within `[low, high]`.
 pub fn within(field: &str, value: f64, low: f64, high: f64) -> Result<(), InvalidField> {
     if !(value.is_finite() && value >= low && value <= high) {
-        return Err(InvalidField::new(field, format!("must be in [{low}, {high}], got {value}")));
+        return Err(InvalidField::new(
+            field,
+            format!("must be in [{low}, {high}], got {value}"),
+        ));
     }
     Ok(())
 }
@@ -92,7 +110,10 @@ mod tests {
 
     #[test]
     fn checks_reject_zero_nan_negative_and_huge_values_with_the_field_name() {
-        assert_eq!(count("n", 0, 10).unwrap_err().to_string(), "field `n` must be between 1 and 10, got 0");
+        assert_eq!(
+            count("n", 0, 10).unwrap_err().to_string(),
+            "field `n` must be between 1 and 10, got 0"
+        );
         assert!(count("n", 11, 10).is_err() && count("n", 10, 10).is_ok());
         assert!(widths("hidden", &[8, 0]).is_err() && widths("hidden", &[MAX_WIDTH + 1]).is_err());
         assert!(widths("hidden", &[]).is_ok() && widths("hidden", &[8, 8]).is_ok());
@@ -102,7 +123,10 @@ mod tests {
         }
         assert!(non_negative("x", 0.0).is_ok() && positive("x", 0.0).is_err());
         assert!(within("x", 1.5, 0.0, 1.0).is_err() && within("x", 1.0, 0.0, 1.0).is_ok());
-        assert_eq!(log_std_bounds("min_log_std", 2.0, 2.0).unwrap_err().field, "max_log_std");
+        assert_eq!(
+            log_std_bounds("min_log_std", 2.0, 2.0).unwrap_err().field,
+            "max_log_std"
+        );
         assert_eq!(InvalidField::new("a", "b").within("model").field, "model.a");
     }
 }

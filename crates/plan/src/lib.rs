@@ -253,17 +253,25 @@ impl PlannerConfig {
         validate::count("candidates", self.candidates, validate::MAX_WIDTH)?;
         validate::count("iterations", self.iterations, 1000)?;
         // Random shooting keeps no elites, so its `elites` is not read.
-        if self.kind != PlannerKind::RandomShooting && (self.elites == 0 || self.elites > self.candidates) {
+        if self.kind != PlannerKind::RandomShooting
+            && (self.elites == 0 || self.elites > self.candidates)
+        {
             return Err(InvalidField::new(
                 "elites",
-                format!("must be between 1 and candidates ({}), got {}", self.candidates, self.elites),
+                format!(
+                    "must be between 1 and candidates ({}), got {}",
+                    self.candidates, self.elites
+                ),
             ));
         }
         validate::positive("temperature", f64::from(self.temperature))?;
         validate::within("temperature", f64::from(self.temperature), 0.0, 1e6)?;
         validate::within("min_std", f64::from(self.min_std), 0.0, 10.0)?;
         if !(self.discount > 0.0 && self.discount <= 1.0) {
-            return Err(InvalidField::new("discount", format!("must be in (0, 1], got {}", self.discount)));
+            return Err(InvalidField::new(
+                "discount",
+                format!("must be in (0, 1], got {}", self.discount),
+            ));
         }
         validate::within("smoothing", f64::from(self.smoothing), 0.0, 1e6)
     }

@@ -517,8 +517,8 @@ impl Planner for RandomShooting {
 mod tests {
     use super::*;
     use crate::{AnyPlanner, PlannerKind, TrueDynamics};
-    use wm_envs::{Env, Pendulum};
     use std::cell::RefCell;
+    use wm_envs::{Env, Pendulum};
     use wm_imagine::{Context, StepPrediction};
 
     fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -537,7 +537,11 @@ mod tests {
 
     impl Target {
         fn new(spec: ActionSpec, slope: f32) -> Self {
-            Self { spec, slope, steps: RefCell::new(Vec::new()) }
+            Self {
+                spec,
+                slope,
+                steps: RefCell::new(Vec::new()),
+            }
         }
     }
 
@@ -715,14 +719,26 @@ mod tests {
     #[test]
     fn every_iteration_scores_all_candidates_of_all_rows_with_one_model_step_per_horizon_step() {
         let model = Target::new(box_spec(), 0.0);
-        for kind in [PlannerKind::Cem, PlannerKind::Mppi, PlannerKind::RandomShooting] {
+        for kind in [
+            PlannerKind::Cem,
+            PlannerKind::Mppi,
+            PlannerKind::RandomShooting,
+        ] {
             let config = small(kind);
             let mut planner = config.init(model.action_spec(), 0);
             model.steps.borrow_mut().clear();
             planner.plan(&model, &context(&[[0.0, -1.0], [0.0, 1.5]]));
-            let iterations = if kind == PlannerKind::RandomShooting { 1 } else { config.iterations };
+            let iterations = if kind == PlannerKind::RandomShooting {
+                1
+            } else {
+                config.iterations
+            };
             let steps = model.steps.borrow().clone();
-            assert_eq!(steps, vec![2 * config.candidates; iterations * config.horizon], "{kind:?}: batch of each model step");
+            assert_eq!(
+                steps,
+                vec![2 * config.candidates; iterations * config.horizon],
+                "{kind:?}: batch of each model step"
+            );
         }
     }
 
@@ -730,8 +746,15 @@ mod tests {
     fn planning_from_a_carried_state_equals_planning_from_the_context() {
         let model = Target::new(box_spec(), 0.6);
         let rows = [[0.0, -1.0], [2.0, 0.5]];
-        for kind in [PlannerKind::Cem, PlannerKind::Mppi, PlannerKind::RandomShooting] {
-            let (mut a, mut b) = (small(kind).init(model.action_spec(), 9), small(kind).init(model.action_spec(), 9));
+        for kind in [
+            PlannerKind::Cem,
+            PlannerKind::Mppi,
+            PlannerKind::RandomShooting,
+        ] {
+            let (mut a, mut b) = (
+                small(kind).init(model.action_spec(), 9),
+                small(kind).init(model.action_spec(), 9),
+            );
             for _ in 0..2 {
                 let from_context = a.plan(&model, &context(&rows));
                 let state = model.start(&context(&rows), false);
@@ -849,26 +872,60 @@ mod tests {
 
     #[test]
     fn more_elites_than_candidates_is_an_error_naming_the_field() {
-        let config = PlannerConfig { candidates: 10, elites: 20, ..PlannerConfig::cem() };
+        let config = PlannerConfig {
+            candidates: 10,
+            elites: 20,
+            ..PlannerConfig::cem()
+        };
         let invalid = config.validate().unwrap_err();
-        assert_eq!(invalid.to_string(), "field `elites` must be between 1 and candidates (10), got 20");
+        assert_eq!(
+            invalid.to_string(),
+            "field `elites` must be between 1 and candidates (10), got 20"
+        );
         // Random shooting keeps no elites.
-        assert!(PlannerConfig { kind: PlannerKind::RandomShooting, ..config }.validate().is_ok());
+        assert!(
+            PlannerConfig {
+                kind: PlannerKind::RandomShooting,
+                ..config
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     #[test]
     fn zero_nan_and_huge_planner_values_are_errors() {
         let bad = [
-            PlannerConfig { horizon: 0, ..PlannerConfig::cem() },
-            PlannerConfig { candidates: usize::MAX, ..PlannerConfig::cem() },
-            PlannerConfig { temperature: f32::NAN, ..PlannerConfig::mppi() },
-            PlannerConfig { discount: 0.0, ..PlannerConfig::cem() },
-            PlannerConfig { min_std: -1.0, ..PlannerConfig::cem() },
-            PlannerConfig { smoothing: f32::INFINITY, ..PlannerConfig::cem() },
+            PlannerConfig {
+                horizon: 0,
+                ..PlannerConfig::cem()
+            },
+            PlannerConfig {
+                candidates: usize::MAX,
+                ..PlannerConfig::cem()
+            },
+            PlannerConfig {
+                temperature: f32::NAN,
+                ..PlannerConfig::mppi()
+            },
+            PlannerConfig {
+                discount: 0.0,
+                ..PlannerConfig::cem()
+            },
+            PlannerConfig {
+                min_std: -1.0,
+                ..PlannerConfig::cem()
+            },
+            PlannerConfig {
+                smoothing: f32::INFINITY,
+                ..PlannerConfig::cem()
+            },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
         }
-        assert!(PlannerConfig::cem().validate().is_ok() && PlannerConfig::mppi().validate().is_ok());
+        assert!(
+            PlannerConfig::cem().validate().is_ok() && PlannerConfig::mppi().validate().is_ok()
+        );
     }
 }

@@ -156,9 +156,19 @@ fn mppi_on_the_true_dynamics_balances_cartpole() {
 fn cem_with_the_closed_loop_config_balances_cartpole_for_the_full_episode() {
     let model = TrueDynamics::cartpole();
     for seed in 0..2 {
-        let config = PlannerConfig { horizon: 25, candidates: 200, elites: 20, iterations: 3, ..PlannerConfig::cem() };
+        let config = PlannerConfig {
+            horizon: 25,
+            candidates: 200,
+            elites: 20,
+            iterations: 3,
+            ..PlannerConfig::cem()
+        };
         let mut planner = config.init(model.action_spec(), seed);
-        let (steps, _, terminated) = planned_episode(&mut planner, &mut CartPole::new(), &model, 100 + seed, 500);
-        assert!(!terminated && steps == 500, "seed {seed}: CEM balanced {steps} steps");
+        let (steps, _, terminated) =
+            planned_episode(&mut planner, &mut CartPole::new(), &model, 100 + seed, 500);
+        assert!(
+            !terminated && steps == 500,
+            "seed {seed}: CEM balanced {steps} steps"
+        );
     }
 }

@@ -218,8 +218,14 @@ impl WorldModel for TrueDynamics {
     }
 
     /// The exact rollout of `imagine` (the physics' `f64` state kept between steps).
-    fn discounted_returns(&self, start: &Tensor<2>, actions: Tensor<3>, discount: f32) -> Tensor<1> {
-        self.imagine(start, ImagineActions::Sequence(actions), false).discounted_return(discount)
+    fn discounted_returns(
+        &self,
+        start: &Tensor<2>,
+        actions: Tensor<3>,
+        discount: f32,
+    ) -> Tensor<1> {
+        self.imagine(start, ImagineActions::Sequence(actions), false)
+            .discounted_return(discount)
     }
 
     fn imagine(

@@ -131,7 +131,9 @@ impl ReplayBuffer {
         let path = path.as_ref();
         let mut buffer = Self::new(spec, capacity_transitions)?;
         let spec_for_file = buffer.spec.clone();
-        let outcome = ReplayFile::read(path, &spec_for_file, mode, |episode| buffer.push_and_evict(episode))?;
+        let outcome = ReplayFile::read(path, &spec_for_file, mode, |episode| {
+            buffer.push_and_evict(episode)
+        })?;
         let report = LoadReport {
             path: path.to_path_buf(),
             created: false,
@@ -489,14 +491,20 @@ mod tests {
 
     /// Writes `n` episodes of `transitions` steps labelled 0..n to `path`.
     fn write_episodes(path: &Path, n: usize, transitions: usize) {
-        let (mut buffer, _) = ReplayBuffer::open(path, spec(), 1000, LoadMode::Strict).expect("create");
+        let (mut buffer, _) =
+            ReplayBuffer::open(path, spec(), 1000, LoadMode::Strict).expect("create");
         for label in 0..n {
-            buffer.insert(labelled_episode(label, transitions, true)).expect("append");
+            buffer
+                .insert(labelled_episode(label, transitions, true))
+                .expect("append");
         }
     }
 
     fn set_file_len(path: &Path, len: u64) {
-        let file = std::fs::OpenOptions::new().write(true).open(path).expect("open");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
         file.set_len(len).expect("truncate");
     }
 
@@ -512,19 +520,46 @@ mod tests {
         // An append cut short: the last record loses its final 7 bytes.
         set_file_len(&path, full_len - 7);
 
-        let (mut buffer, report) =
-            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("a torn tail is not an error");
+        let (mut buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict)
+            .expect("a torn tail is not an error");
         assert_eq!(labels(&buffer), vec![0, 1]);
-        let dropped = report.dropped_tail.clone().expect("the torn record is reported");
-        assert_eq!((dropped.offset, dropped.bytes, dropped.torn), (last_record_offset, record - 7, true), "{dropped:?}");
-        assert!(dropped.reason.contains("truncated record (episode 2)"), "{}", dropped.reason);
+        let dropped = report
+            .dropped_tail
+            .clone()
+            .expect("the torn record is reported");
+        assert_eq!(
+            (dropped.offset, dropped.bytes, dropped.torn),
+            (last_record_offset, record - 7, true),
+            "{dropped:?}"
+        );
+        assert!(
+            dropped.reason.contains("truncated record (episode 2)"),
+            "{}",
+            dropped.reason
+        );
         let message = report.to_string();
-        assert!(message.contains(&format!("dropped a torn final record: {} bytes from byte {last_record_offset}", record - 7)), "{message}");
-        assert_eq!(std::fs::metadata(&path).expect("exists").len(), last_record_offset, "the torn bytes are cut off");
-        buffer.insert(labelled_episode(7, 2, true)).expect("append after the cut");
+        assert!(
+            message.contains(&format!(
+                "dropped a torn final record: {} bytes from byte {last_record_offset}",
+                record - 7
+            )),
+            "{message}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("exists").len(),
+            last_record_offset,
+            "the torn bytes are cut off"
+        );
+        buffer
+            .insert(labelled_episode(7, 2, true))
+            .expect("append after the cut");
         drop(buffer);
-        let (buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("clean");
-        assert_eq!((labels(&buffer), report.dropped_tail), (vec![0, 1, 7], None));
+        let (buffer, report) =
+            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("clean");
+        assert_eq!(
+            (labels(&buffer), report.dropped_tail),
+            (vec![0, 1, 7], None)
+        );
     }
 
     #[test]
@@ -535,10 +570,14 @@ mod tests {
         let full_len = std::fs::metadata(&path).expect("exists").len();
         // Five bytes of a next record header.
         set_file_len(&path, full_len + 5);
-        let (buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("torn header");
+        let (buffer, report) =
+            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("torn header");
         assert_eq!(labels(&buffer), vec![0, 1]);
         let dropped = report.dropped_tail.expect("reported");
-        assert_eq!((dropped.offset, dropped.bytes, dropped.torn), (full_len, 5, true));
+        assert_eq!(
+            (dropped.offset, dropped.bytes, dropped.torn),
+            (full_len, 5, true)
+        );
         assert_eq!(std::fs::metadata(&path).expect("exists").len(), full_len);
     }
 
@@ -551,44 +590,86 @@ mod tests {
         let second_record_offset = header_bytes() + episode_record_bytes(&spec(), 3);
         let mut bytes = std::fs::read(&path).expect("read");
         // The second record's payload length becomes 0x7fff_fff1: past the end, and no episode's size.
-        bytes[(second_record_offset + 4) as usize..(second_record_offset + 8) as usize].copy_from_slice(&0x7fff_fff1u32.to_le_bytes());
+        bytes[(second_record_offset + 4) as usize..(second_record_offset + 8) as usize]
+            .copy_from_slice(&0x7fff_fff1u32.to_le_bytes());
         std::fs::write(&path, &bytes).expect("write");
-        let error = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect_err("corrupt length");
+        let error =
+            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect_err("corrupt length");
         let message = error.to_string();
-        assert!(message.contains(&format!("corrupt at byte {second_record_offset}")), "{message}");
-        assert!(message.contains("the first episode is intact") && message.contains("wm replay recover"), "{message}");
-        assert_eq!(std::fs::metadata(&path).expect("exists").len(), full_len, "Strict must not modify the file");
+        assert!(
+            message.contains(&format!("corrupt at byte {second_record_offset}")),
+            "{message}"
+        );
+        assert!(
+            message.contains("the first episode is intact")
+                && message.contains("wm replay recover"),
+            "{message}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("exists").len(),
+            full_len,
+            "Strict must not modify the file"
+        );
     }
 
     #[test]
     fn read_only_open_loads_beside_a_writer_and_never_changes_the_file() {
         let folder = tempfile::tempdir().expect("temp dir");
         let path = folder.path().join("replay.wmrb");
-        let (mut writer, _) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("create");
+        let (mut writer, _) =
+            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("create");
         for label in 0..3 {
-            writer.insert(labelled_episode(label, 4, true)).expect("append");
+            writer
+                .insert(labelled_episode(label, 4, true))
+                .expect("append");
         }
         // The writer holds the exclusive lock; a reader needs none.
-        let (reader, report) = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict).expect("read beside the writer");
+        let (reader, report) = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict)
+            .expect("read beside the writer");
         assert_eq!(labels(&reader), vec![0, 1, 2]);
-        assert!(report.read_only && !report.created && report.dropped_tail.is_none(), "{report:?}");
+        assert!(
+            report.read_only && !report.created && report.dropped_tail.is_none(),
+            "{report:?}"
+        );
         assert_eq!(reader.path(), None, "a reader never appends to the file");
-        let second_reader = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict).expect("two readers");
+        let second_reader = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict)
+            .expect("two readers");
         assert_eq!(second_reader.0.n_episodes(), 3);
 
         // A torn tail (an append in progress, say) is left out but stays in the file.
         let full_len = std::fs::metadata(&path).expect("exists").len();
         set_file_len(&path, full_len - 3);
-        let (reader, report) = ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict).expect("torn tail");
+        let (reader, report) =
+            ReplayBuffer::open_read_only(&path, spec(), 1000, LoadMode::Strict).expect("torn tail");
         assert_eq!(labels(&reader), vec![0, 1]);
-        assert!(report.dropped_tail.as_ref().is_some_and(|d| d.torn), "{report:?}");
-        assert!(report.to_string().contains("left out a torn final record"), "{report}");
-        assert_eq!(std::fs::metadata(&path).expect("exists").len(), full_len - 3, "a reader never cuts the file");
+        assert!(
+            report.dropped_tail.as_ref().is_some_and(|d| d.torn),
+            "{report:?}"
+        );
+        assert!(
+            report.to_string().contains("left out a torn final record"),
+            "{report}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("exists").len(),
+            full_len - 3,
+            "a reader never cuts the file"
+        );
         drop(writer);
 
         let missing = folder.path().join("missing.wmrb");
-        let error = ReplayBuffer::open_read_only(&missing, spec(), 1000, LoadMode::Strict).expect_err("missing file");
-        assert!(matches!(error, ReplayError::Io { operation: "open", .. }), "{error:?}");
+        let error = ReplayBuffer::open_read_only(&missing, spec(), 1000, LoadMode::Strict)
+            .expect_err("missing file");
+        assert!(
+            matches!(
+                error,
+                ReplayError::Io {
+                    operation: "open",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
         assert!(!missing.exists(), "a reader never creates the file");
     }
 
@@ -604,16 +685,37 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
 
         let check = crate::check_file(&path, &spec()).expect("check");
-        assert_eq!((check.file_bytes, check.intact_episodes, check.intact_transitions), (full_len, 2, 6));
+        assert_eq!(
+            (
+                check.file_bytes,
+                check.intact_episodes,
+                check.intact_transitions
+            ),
+            (full_len, 2, 6)
+        );
         let damage = check.damage.clone().expect("damage found");
-        assert_eq!((damage.offset, damage.bytes, damage.torn), (third_record_offset, full_len - third_record_offset, false));
+        assert_eq!(
+            (damage.offset, damage.bytes, damage.torn),
+            (third_record_offset, full_len - third_record_offset, false)
+        );
         assert!(check.to_string().contains("CORRUPT from byte"), "{check}");
-        assert_eq!(std::fs::read(&path).expect("read"), bytes, "check never changes the file");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            bytes,
+            "check never changes the file"
+        );
 
         let recovered = crate::recover_file(&path, &spec()).expect("recover");
-        assert_eq!(recovered, check, "recover reports what the file held before the cut");
-        assert_eq!(std::fs::metadata(&path).expect("exists").len(), third_record_offset);
-        let (buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("clean after recovery");
+        assert_eq!(
+            recovered, check,
+            "recover reports what the file held before the cut"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("exists").len(),
+            third_record_offset
+        );
+        let (buffer, report) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict)
+            .expect("clean after recovery");
         assert_eq!((labels(&buffer), report.dropped_tail), (vec![0, 1], None));
         drop(buffer);
         let clean = crate::check_file(&path, &spec()).expect("check");
@@ -621,7 +723,8 @@ mod tests {
         assert!(clean.to_string().ends_with("no damage"), "{clean}");
 
         // Recovering is a writer's job: refused while another writer holds the file.
-        let (_holder, _) = ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("writer");
+        let (_holder, _) =
+            ReplayBuffer::open(&path, spec(), 1000, LoadMode::Strict).expect("writer");
         let error = crate::recover_file(&path, &spec()).expect_err("locked");
         assert!(matches!(error, ReplayError::FileLocked { .. }), "{error:?}");
     }

@@ -144,8 +144,16 @@ impl std::fmt::Display for LoadReport {
             self.path.display()
         )?;
         if let Some(dropped) = &self.dropped_tail {
-            let what = if dropped.torn { "a torn final record" } else { "damaged records" };
-            let action = if self.read_only { "left out" } else { "dropped" };
+            let what = if dropped.torn {
+                "a torn final record"
+            } else {
+                "damaged records"
+            };
+            let action = if self.read_only {
+                "left out"
+            } else {
+                "dropped"
+            };
             write!(
                 formatter,
                 "; {action} {what}: {} bytes from byte {} ({})",
@@ -345,13 +353,14 @@ impl ReplayFile {
             .open(&temporary_path)
             .map_err(|source| io_error("create", &temporary_path, source))?;
         lock_exclusively(&file, &temporary_path)?;
-        let written = write_header_and_records(&file, &temporary_path, spec, episodes).and_then(|len| {
-            file.sync_all()
-                .map_err(|source| io_error("fsync", &temporary_path, source))?;
-            std::fs::rename(&temporary_path, path)
-                .map_err(|source| io_error("rename the new file over", path, source))?;
-            Ok(len)
-        });
+        let written =
+            write_header_and_records(&file, &temporary_path, spec, episodes).and_then(|len| {
+                file.sync_all()
+                    .map_err(|source| io_error("fsync", &temporary_path, source))?;
+                std::fs::rename(&temporary_path, path)
+                    .map_err(|source| io_error("rename the new file over", path, source))?;
+                Ok(len)
+            });
         let len = match written {
             Ok(len) => len,
             Err(error) => {
@@ -440,7 +449,11 @@ fn scan_file(
                 on_episode(episode);
             }
             Err(RecordDamage { reason, torn }) => {
-                damage = Some(Damage { offset, reason, torn });
+                damage = Some(Damage {
+                    offset,
+                    reason,
+                    torn,
+                });
                 break;
             }
         }
@@ -665,7 +678,12 @@ fn read_episode_record(
     file_len: u64,
     episode_index: usize,
 ) -> Result<std::result::Result<(Episode, u64), RecordDamage>> {
-    let corrupt = |reason: String| Ok(Err(RecordDamage { reason, torn: false }));
+    let corrupt = |reason: String| {
+        Ok(Err(RecordDamage {
+            reason,
+            torn: false,
+        }))
+    };
     let remaining = file_len - offset;
     if remaining < RECORD_HEADER_BYTES {
         return Ok(Err(RecordDamage {
@@ -685,7 +703,8 @@ fn read_episode_record(
     if u64::from(payload_len) > payload_remaining {
         // An append cut short leaves a valid header announcing a size some episode can have;
         // a damaged length field almost never does.
-        let torn = tag == EPISODE_RECORD_TAG && is_episode_payload_size(spec, u64::from(payload_len));
+        let torn =
+            tag == EPISODE_RECORD_TAG && is_episode_payload_size(spec, u64::from(payload_len));
         return Ok(Err(RecordDamage {
             reason: format!(
                 "truncated record (episode {episode_index}): the record announces {payload_len} payload bytes, \

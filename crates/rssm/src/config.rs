@@ -81,7 +81,10 @@ impl RssmConfig {
         validate::count("deter", self.deter, validate::MAX_WIDTH)?;
         validate::count("hidden", self.hidden, validate::MAX_WIDTH)?;
         if self.encoder_hidden.is_empty() {
-            return Err(InvalidField::new("encoder_hidden", "must name at least one layer (the embedding), got []"));
+            return Err(InvalidField::new(
+                "encoder_hidden",
+                "must name at least one layer (the embedding), got []",
+            ));
         }
         validate::widths("encoder_hidden", &self.encoder_hidden)?;
         validate::widths("decoder_hidden", &self.decoder_hidden)?;
@@ -96,7 +99,9 @@ impl RssmConfig {
         ] {
             validate::within(field, value, 0.0, 1e6)?;
         }
-        self.latent.validate().map_err(|invalid| invalid.within("latent"))
+        self.latent
+            .validate()
+            .map_err(|invalid| invalid.within("latent"))
     }
 }
 

@@ -110,16 +110,28 @@ impl LatentConfig {
             } => {
                 validate::count("groups", *groups, validate::MAX_WIDTH)?;
                 if *classes < 2 || *classes > validate::MAX_WIDTH {
-                    return Err(InvalidField::new("classes", format!("must be between 2 and {}, got {classes}", validate::MAX_WIDTH)));
+                    return Err(InvalidField::new(
+                        "classes",
+                        format!(
+                            "must be between 2 and {}, got {classes}",
+                            validate::MAX_WIDTH
+                        ),
+                    ));
                 }
                 if groups.saturating_mul(*classes) > validate::MAX_WIDTH {
                     return Err(InvalidField::new(
                         "groups",
-                        format!("times classes must be at most {}, got {groups} x {classes}", validate::MAX_WIDTH),
+                        format!(
+                            "times classes must be at most {}, got {groups} x {classes}",
+                            validate::MAX_WIDTH
+                        ),
                     ));
                 }
                 if !(0.0..1.0).contains(unimix) {
-                    return Err(InvalidField::new("unimix", format!("must be in [0, 1), got {unimix}")));
+                    return Err(InvalidField::new(
+                        "unimix",
+                        format!("must be in [0, 1), got {unimix}"),
+                    ));
                 }
             }
         }
@@ -363,11 +375,23 @@ impl LatentDist<2> {
         let [n, _] = z.dims();
         match self {
             Self::Gaussian { mean, std } => {
-                assert_eq!(z.dims(), mean.dims(), "z shape {:?}, expected the distribution's {:?}", z.dims(), mean.dims());
+                assert_eq!(
+                    z.dims(),
+                    mean.dims(),
+                    "z shape {:?}, expected the distribution's {:?}",
+                    z.dims(),
+                    mean.dims()
+                );
                 wm_models::dist::gaussian_log_prob_sum(z, mean.clone(), std.clone().log())
             }
             Self::Categorical { probs } => {
-                assert_eq!(z.dims(), probs.dims(), "z shape {:?}, expected the distribution's {:?}", z.dims(), probs.dims());
+                assert_eq!(
+                    z.dims(),
+                    probs.dims(),
+                    "z shape {:?}, expected the distribution's {:?}",
+                    z.dims(),
+                    probs.dims()
+                );
                 (z * probs.clone().log()).sum_dim(1).reshape([n])
             }
         }
@@ -523,7 +547,8 @@ mod tests {
             classes: 4,
             unimix: 0.0,
         };
-        let probs = Tensor::<2>::from_floats([[0.25, 0.25, 0.25, 0.25, 0.7, 0.1, 0.1, 0.1]], &device);
+        let probs =
+            Tensor::<2>::from_floats([[0.25, 0.25, 0.25, 0.25, 0.7, 0.1, 0.1, 0.1]], &device);
         let spread = vec(LatentDist::Categorical { probs }.spread(&cfg))[0];
         assert!((spread - 1.163371).abs() < 1e-5, "{spread}");
     }
@@ -540,8 +565,11 @@ mod tests {
         let expected = -0.125 - 0.918_938_533 + (-2.0 - 0.5f64.ln() - 0.918_938_533);
         assert!((lp - expected).abs() < 1e-5, "{lp} vs {expected}");
         // Two groups of two classes, classes 1 and 0 chosen: ln 0.2 + ln 0.5.
-        let c = LatentDist::Categorical { probs: Tensor::<2>::from_floats([[0.8, 0.2, 0.5, 0.5]], &device) };
-        let lp = vec(c.log_prob(Tensor::<2>::from_floats([[0.0, 1.0, 1.0, 0.0]], &device)))[0] as f64;
+        let c = LatentDist::Categorical {
+            probs: Tensor::<2>::from_floats([[0.8, 0.2, 0.5, 0.5]], &device),
+        };
+        let lp =
+            vec(c.log_prob(Tensor::<2>::from_floats([[0.0, 1.0, 1.0, 0.0]], &device)))[0] as f64;
         let expected = 0.2f64.ln() + 0.5f64.ln();
         assert!((lp - expected).abs() < 1e-5, "{lp} vs {expected}");
     }

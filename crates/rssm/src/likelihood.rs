@@ -114,7 +114,10 @@ impl SequenceLikelihood {
     /// # Panics
     /// If the `k` differ.
     pub fn add(&mut self, other: &Self) {
-        assert_eq!(self.k, other.k, "adding likelihood estimates of different k");
+        assert_eq!(
+            self.k, other.k,
+            "adding likelihood estimates of different k"
+        );
         self.bound += other.bound;
         self.predictive += other.predictive;
         self.observations += other.observations;
@@ -128,9 +131,14 @@ fn repeat_rows(x: Tensor<2>, times: usize) -> Tensor<2> {
         return x;
     }
     let b = x.dims()[0];
-    let index: Vec<i64> = (0..b as i64).flat_map(|i| std::iter::repeat_n(i, times)).collect();
+    let index: Vec<i64> = (0..b as i64)
+        .flat_map(|i| std::iter::repeat_n(i, times))
+        .collect();
     let device = x.device();
-    x.select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [b * times]), &device))
+    x.select(
+        0,
+        Tensor::<1, Int>::from_data(TensorData::new(index, [b * times]), &device),
+    )
 }
 
 /// Runs `particles` particles through each sequence and returns their log-terms (one read-back).
@@ -143,7 +151,12 @@ fn repeat_rows(x: Tensor<2>, times: usize) -> Tensor<2> {
 ///
 /// # Panics
 /// If the shapes disagree or `particles` or `T` is 0.
-pub fn particle_terms<M: StateSpaceModel + ?Sized>(model: &M, obs: Tensor<3>, action: Tensor<3>, particles: usize) -> ParticleTerms {
+pub fn particle_terms<M: StateSpaceModel + ?Sized>(
+    model: &M,
+    obs: Tensor<3>,
+    action: Tensor<3>,
+    particles: usize,
+) -> ParticleTerms {
     let [b, t, o] = obs.dims();
     let [ab, at, w] = action.dims();
     assert!(
@@ -173,14 +186,29 @@ pub fn particle_terms<M: StateSpaceModel + ?Sized>(model: &M, obs: Tensor<3>, ac
         predictive.push(model.obs_log_prob(deter.clone(), from_prior, obs_t.clone()));
         let posterior = model.posterior_dist(deter.clone(), repeat_rows(features_t, particles));
         let z = latent.sample(&posterior, Some(latent.noise(n, &device)));
-        let weight = model.obs_log_prob(deter.clone(), z.clone(), obs_t) + prior.log_prob(z.clone()) - posterior.log_prob(z.clone());
+        let weight = model.obs_log_prob(deter.clone(), z.clone(), obs_t)
+            + prior.log_prob(z.clone())
+            - posterior.log_prob(z.clone());
         increments.push(weight);
         stoch = Some(z);
     }
     let host = |rows: Vec<Tensor<1>>| -> Vec<f64> {
-        Tensor::stack::<2>(rows, 0).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 log-terms").into_iter().map(f64::from).collect()
+        Tensor::stack::<2>(rows, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 log-terms")
+            .into_iter()
+            .map(f64::from)
+            .collect()
     };
-    ParticleTerms { sequences: b, particles, steps: t, increments: host(increments), predictive: host(predictive) }
+    ParticleTerms {
+        sequences: b,
+        particles,
+        steps: t,
+        increments: host(increments),
+        predictive: host(predictive),
+    }
 }
 
 /// `ln sum_i exp(x_i)` (`-inf` for no terms).
@@ -200,11 +228,24 @@ fn log_sum_exp(x: impl Iterator<Item = f64> + Clone) -> f64 {
 /// lengths do not match the sequences.
 pub fn combine(terms: &ParticleTerms, lengths: &[usize], ks: &[usize]) -> Vec<SequenceLikelihood> {
     let (kk, n) = (terms.particles, terms.sequences * terms.particles);
-    assert_eq!(lengths.len(), terms.sequences, "{} lengths for {} sequences", lengths.len(), terms.sequences);
-    assert!(lengths.iter().all(|&l| (1..=terms.steps).contains(&l)), "lengths {lengths:?} must be in 1..={}", terms.steps);
+    assert_eq!(
+        lengths.len(),
+        terms.sequences,
+        "{} lengths for {} sequences",
+        lengths.len(),
+        terms.sequences
+    );
+    assert!(
+        lengths.iter().all(|&l| (1..=terms.steps).contains(&l)),
+        "lengths {lengths:?} must be in 1..={}",
+        terms.steps
+    );
     ks.iter()
         .map(|&k| {
-            assert!((1..=kk).contains(&k), "k = {k} must be in 1..={kk} (the particles of the pass)");
+            assert!(
+                (1..=kk).contains(&k),
+                "k = {k} must be in 1..={kk} (the particles of the pass)"
+            );
             let groups = kk / k;
             let (mut bound, mut predictive) = (0.0, 0.0);
             for (b, &length) in lengths.iter().enumerate() {
@@ -213,18 +254,30 @@ pub fn combine(terms: &ParticleTerms, lengths: &[usize], ks: &[usize]) -> Vec<Se
                     let mut cumulative = vec![0.0f64; k];
                     for s in 0..length {
                         if s > 0 {
-                            let joint = log_sum_exp(rows.iter().zip(&cumulative).map(|(&r, c)| c + terms.predictive[s * n + r]));
-                            predictive += (joint - log_sum_exp(cumulative.iter().copied())) / groups as f64;
+                            let joint = log_sum_exp(
+                                rows.iter()
+                                    .zip(&cumulative)
+                                    .map(|(&r, c)| c + terms.predictive[s * n + r]),
+                            );
+                            predictive +=
+                                (joint - log_sum_exp(cumulative.iter().copied())) / groups as f64;
                         }
                         for (c, &r) in cumulative.iter_mut().zip(&rows) {
                             *c += terms.increments[s * n + r];
                         }
                     }
-                    bound += (log_sum_exp(cumulative.iter().copied()) - (k as f64).ln()) / groups as f64;
+                    bound +=
+                        (log_sum_exp(cumulative.iter().copied()) - (k as f64).ln()) / groups as f64;
                 }
             }
             let observations: usize = lengths.iter().sum();
-            SequenceLikelihood { k, bound, predictive, observations, transitions: observations - lengths.len() }
+            SequenceLikelihood {
+                k,
+                bound,
+                predictive,
+                observations,
+                transitions: observations - lengths.len(),
+            }
         })
         .collect()
 }
@@ -255,9 +308,20 @@ impl Rssm {
     ///
     /// # Shapes
     /// - `deter`: `[N, D]`, `stoch`: `[N, S]`, `obs`: `[N, O]`; returns `[N]`
-    pub fn observation_log_prob(&self, deter: Tensor<2>, stoch: Tensor<2>, obs: Tensor<2>) -> Tensor<1> {
+    pub fn observation_log_prob(
+        &self,
+        deter: Tensor<2>,
+        stoch: Tensor<2>,
+        obs: Tensor<2>,
+    ) -> Tensor<1> {
         let [n, o] = obs.dims();
-        assert_eq!(o, self.spec().obs_dim, "observation shape {:?}, expected [N, {}]", obs.dims(), self.spec().obs_dim);
+        assert_eq!(
+            o,
+            self.spec().obs_dim,
+            "observation shape {:?}, expected [N, {}]",
+            obs.dims(),
+            self.spec().obs_dim
+        );
         let mean = self.decoder.forward(Tensor::cat(vec![deter, stoch], 1));
         let zeros = Tensor::<2>::zeros([n, o], &obs.device());
         if self.config().symlog {
@@ -279,12 +343,16 @@ impl StateSpaceModel for Rssm {
 
     fn initial_deter(&self, n: usize, device: &Device) -> Tensor<2> {
         let width = self.spec().action.input_width();
-        let action_proj = self.img_in_action.forward(Tensor::zeros([n, width], device));
+        let action_proj = self
+            .img_in_action
+            .forward(Tensor::zeros([n, width], device));
         self.recurrent_step(&self.initial(n, device), action_proj)
     }
 
     fn step_deter(&self, deter: Tensor<2>, stoch: Tensor<2>, action: Tensor<2>) -> Tensor<2> {
-        let action_proj = self.img_in_action.forward(encode_action(&self.spec().action, action));
+        let action_proj = self
+            .img_in_action
+            .forward(encode_action(&self.spec().action, action));
         self.recurrent_step(&RssmState { deter, stoch }, action_proj)
     }
 
@@ -297,7 +365,10 @@ impl StateSpaceModel for Rssm {
     }
 
     fn posterior_dist(&self, deter: Tensor<2>, features: Tensor<2>) -> LatentDist<2> {
-        self.config().latent.dist(self.post_stats.forward(silu(self.post_deter.forward(deter) + features)))
+        self.config().latent.dist(
+            self.post_stats
+                .forward(silu(self.post_deter.forward(deter) + features)),
+        )
     }
 
     fn obs_log_prob(&self, deter: Tensor<2>, stoch: Tensor<2>, obs: Tensor<2>) -> Tensor<1> {
@@ -317,8 +388,19 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    fn terms(particles: usize, steps: usize, increments: Vec<f64>, predictive: Vec<f64>) -> ParticleTerms {
-        ParticleTerms { sequences: 1, particles, steps, increments, predictive }
+    fn terms(
+        particles: usize,
+        steps: usize,
+        increments: Vec<f64>,
+        predictive: Vec<f64>,
+    ) -> ParticleTerms {
+        ParticleTerms {
+            sequences: 1,
+            particles,
+            steps,
+            increments,
+            predictive,
+        }
     }
 
     #[test]
@@ -326,13 +408,24 @@ mod tests {
         // One sequence, two particles, two steps; row n of step t at t * 2 + n.
         // increments: step 0 [ln 0.5, ln 0.25], step 1 [ln 0.5, ln 0.5]
         // predictive: step 0 unused, step 1 [ln 0.2, ln 0.8]
-        let t = terms(2, 2, vec![0.5f64.ln(), 0.25f64.ln(), 0.5f64.ln(), 0.5f64.ln()], vec![0.0, 0.0, 0.2f64.ln(), 0.8f64.ln()]);
+        let t = terms(
+            2,
+            2,
+            vec![0.5f64.ln(), 0.25f64.ln(), 0.5f64.ln(), 0.5f64.ln()],
+            vec![0.0, 0.0, 0.2f64.ln(), 0.8f64.ln()],
+        );
         let out = combine(&t, &[2], &[1, 2]);
         // k = 1: mean over the two particles of their summed log-weights:
         // (ln 0.25 + ln 0.125) / 2; predictive with one particle: (ln 0.2 + ln 0.8) / 2.
         let k1 = &out[0];
-        assert!((k1.bound - (0.25f64.ln() + 0.125f64.ln()) / 2.0).abs() < 1e-12, "{k1:?}");
-        assert!((k1.predictive - (0.2f64.ln() + 0.8f64.ln()) / 2.0).abs() < 1e-12, "{k1:?}");
+        assert!(
+            (k1.bound - (0.25f64.ln() + 0.125f64.ln()) / 2.0).abs() < 1e-12,
+            "{k1:?}"
+        );
+        assert!(
+            (k1.predictive - (0.2f64.ln() + 0.8f64.ln()) / 2.0).abs() < 1e-12,
+            "{k1:?}"
+        );
         // k = 2: ln((0.25 + 0.125) / 2); predictive weights W = (0.5, 0.25) / 0.75:
         // ln(2/3 * 0.2 + 1/3 * 0.8) = ln 0.4.
         let k2 = &out[1];
@@ -341,7 +434,10 @@ mod tests {
         assert_eq!((k2.observations, k2.transitions), (2, 1));
         // Only the first `length` steps count.
         let short = combine(&t, &[1], &[2]);
-        assert!((short[0].bound - (0.375f64).ln()).abs() < 1e-12 && short[0].predictive == 0.0, "{short:?}");
+        assert!(
+            (short[0].bound - (0.375f64).ln()).abs() < 1e-12 && short[0].predictive == 0.0,
+            "{short:?}"
+        );
         assert_eq!((short[0].observations, short[0].transitions), (1, 0));
     }
 
@@ -383,19 +479,26 @@ mod tests {
         }
         fn step_deter(&self, _deter: Tensor<2>, stoch: Tensor<2>, action: Tensor<2>) -> Tensor<2> {
             let (n, device) = (stoch.dims()[0], stoch.device());
-            stoch * self.row(self.a, n, &device) + action.repeat_dim(1, 2) * self.row(self.c, n, &device)
+            stoch * self.row(self.a, n, &device)
+                + action.repeat_dim(1, 2) * self.row(self.c, n, &device)
         }
         fn prior_dist(&self, deter: Tensor<2>) -> LatentDist<2> {
             let (n, device) = (deter.dims()[0], deter.device());
-            LatentDist::Gaussian { mean: deter, std: self.row(self.q.map(f32::sqrt), n, &device) }
+            LatentDist::Gaussian {
+                mean: deter,
+                std: self.row(self.q.map(f32::sqrt), n, &device),
+            }
         }
         fn obs_features(&self, obs: Tensor<2>) -> Tensor<2> {
             obs
         }
         fn posterior_dist(&self, deter: Tensor<2>, obs: Tensor<2>) -> LatentDist<2> {
             let (n, device) = (deter.dims()[0], deter.device());
-            let gain: [f32; 2] = std::array::from_fn(|i| self.q[i] * self.m[i] / (self.m[i] * self.m[i] * self.q[i] + self.r[i]));
-            let var: [f32; 2] = std::array::from_fn(|i| (1.0 - gain[i] * self.m[i]) * self.q[i] * INFLATE);
+            let gain: [f32; 2] = std::array::from_fn(|i| {
+                self.q[i] * self.m[i] / (self.m[i] * self.m[i] * self.q[i] + self.r[i])
+            });
+            let var: [f32; 2] =
+                std::array::from_fn(|i| (1.0 - gain[i] * self.m[i]) * self.q[i] * INFLATE);
             let innovation = obs - deter.clone() * self.row(self.m, n, &device);
             LatentDist::Gaussian {
                 mean: deter + innovation * self.row(gain.map(|g| g * SHRINK), n, &device),
@@ -405,7 +508,11 @@ mod tests {
         fn obs_log_prob(&self, _deter: Tensor<2>, stoch: Tensor<2>, obs: Tensor<2>) -> Tensor<1> {
             let (n, device) = (stoch.dims()[0], stoch.device());
             let log_std = self.row(self.r.map(|r| 0.5 * r.ln()), n, &device);
-            wm_models::dist::gaussian_log_prob_sum(obs, stoch * self.row(self.m, n, &device), log_std)
+            wm_models::dist::gaussian_log_prob_sum(
+                obs,
+                stoch * self.row(self.m, n, &device),
+                log_std,
+            )
         }
     }
 
@@ -414,14 +521,25 @@ mod tests {
     fn kalman_predictive(model: &LinearGaussian, obs: &[[f64; 2]], action: &[f64]) -> Vec<f64> {
         let mut out = vec![0.0; obs.len()];
         for d in 0..2 {
-            let (a, c, m, q, r) = (model.a[d] as f64, model.c[d] as f64, model.m[d] as f64, model.q[d] as f64, model.r[d] as f64);
+            let (a, c, m, q, r) = (
+                model.a[d] as f64,
+                model.c[d] as f64,
+                model.m[d] as f64,
+                model.q[d] as f64,
+                model.r[d] as f64,
+            );
             let (mut mean, mut var) = (0.0f64, 0.0f64); // z_{-1} = 0 exactly, so z_0 ~ N(0, q).
             for (t, o) in obs.iter().enumerate() {
                 let u = if t == 0 { 0.0 } else { action[t] };
-                let (prior_mean, prior_var) = if t == 0 { (0.0, q) } else { (a * mean + c * u, a * a * var + q) };
+                let (prior_mean, prior_var) = if t == 0 {
+                    (0.0, q)
+                } else {
+                    (a * mean + c * u, a * a * var + q)
+                };
                 let (pred_mean, pred_var) = (m * prior_mean, m * m * prior_var + r);
                 let e = o[d] - pred_mean;
-                out[t] += -0.5 * (e * e / pred_var + pred_var.ln() + (2.0 * std::f64::consts::PI).ln());
+                out[t] +=
+                    -0.5 * (e * e / pred_var + pred_var.ln() + (2.0 * std::f64::consts::PI).ln());
                 let gain = prior_var * m / pred_var;
                 mean = prior_mean + gain * e;
                 var = (1.0 - gain * m) * prior_var;
@@ -437,7 +555,10 @@ mod tests {
             m: [1.0, 2.0],
             q: [0.3, 0.5],
             r: [0.2, 0.4],
-            latent: LatentConfig::Gaussian { size: 2, min_std: 0.0 },
+            latent: LatentConfig::Gaussian {
+                size: 2,
+                min_std: 0.0,
+            },
         }
     }
 
@@ -454,10 +575,18 @@ mod tests {
         for _ in 0..b {
             let (mut z, mut obs, mut actions) = ([0.0f64; 2], Vec::new(), Vec::new());
             for step in 0..t {
-                let u = if step == 0 { 0.0 } else { (step as f64 * 0.7).sin() };
+                let u = if step == 0 {
+                    0.0
+                } else {
+                    (step as f64 * 0.7).sin()
+                };
                 let mut o = [0.0; 2];
                 for d in 0..2 {
-                    let prior_mean = if step == 0 { 0.0 } else { model.a[d] as f64 * z[d] + model.c[d] as f64 * u };
+                    let prior_mean = if step == 0 {
+                        0.0
+                    } else {
+                        model.a[d] as f64 * z[d] + model.c[d] as f64 * u
+                    };
                     z[d] = prior_mean + (model.q[d] as f64).sqrt() * normal();
                     o[d] = model.m[d] as f64 * z[d] + (model.r[d] as f64).sqrt() * normal();
                 }
@@ -470,11 +599,22 @@ mod tests {
         (all_obs, all_actions)
     }
 
-    fn to_tensors(obs: &[Vec<[f64; 2]>], actions: &[Vec<f64>], device: &Device) -> (Tensor<3>, Tensor<3>) {
+    fn to_tensors(
+        obs: &[Vec<[f64; 2]>],
+        actions: &[Vec<f64>],
+        device: &Device,
+    ) -> (Tensor<3>, Tensor<3>) {
         let (b, t) = (obs.len(), obs[0].len());
-        let o: Vec<f32> = obs.iter().flatten().flat_map(|o| o.map(|v| v as f32)).collect();
+        let o: Vec<f32> = obs
+            .iter()
+            .flatten()
+            .flat_map(|o| o.map(|v| v as f32))
+            .collect();
         let a: Vec<f32> = actions.iter().flatten().map(|&v| v as f32).collect();
-        (Tensor::from_data(TensorData::new(o, [b, t, 2]), device), Tensor::from_data(TensorData::new(a, [b, t, 1]), device))
+        (
+            Tensor::from_data(TensorData::new(o, [b, t, 2]), device),
+            Tensor::from_data(TensorData::new(a, [b, t, 1]), device),
+        )
     }
 
     /// On a linear-Gaussian model whose likelihood the Kalman filter gives exactly, the IWAE
@@ -486,49 +626,111 @@ mod tests {
         let model = linear_gaussian();
         let (b, t) = (4, 8);
         let (obs, actions) = simulate(&model, b, t);
-        let truth: Vec<Vec<f64>> = obs.iter().zip(&actions).map(|(o, a)| kalman_predictive(&model, o, a)).collect();
+        let truth: Vec<Vec<f64>> = obs
+            .iter()
+            .zip(&actions)
+            .map(|(o, a)| kalman_predictive(&model, o, a))
+            .collect();
         let true_joint: f64 = truth.iter().flatten().sum();
-        let true_predictive: f64 = truth.iter().map(|steps| steps[1..].iter().sum::<f64>()).sum();
+        let true_predictive: f64 = truth
+            .iter()
+            .map(|steps| steps[1..].iter().sum::<f64>())
+            .sum();
         let (obs_t, action_t) = to_tensors(&obs, &actions, &device);
         let out = sequence_likelihood(&model, obs_t, action_t, &vec![t; b], &[1, 32768]);
         let (elbo, iwae) = (&out[0], &out[1]);
-        eprintln!("truth: joint {true_joint:.4}, predictive {true_predictive:.4}; elbo {:.4}, iwae {:.4}, predictive k=1 {:.4}, k=32768 {:.4}", elbo.bound, iwae.bound, elbo.predictive, iwae.predictive);
+        eprintln!(
+            "truth: joint {true_joint:.4}, predictive {true_predictive:.4}; elbo {:.4}, iwae {:.4}, predictive k=1 {:.4}, k=32768 {:.4}",
+            elbo.bound, iwae.bound, elbo.predictive, iwae.predictive
+        );
         assert_eq!((iwae.observations, iwae.transitions), (b * t, b * (t - 1)));
         // Measured (flex, seed 21): truth -101.56 and -90.99; ELBO -130.5; with 32768 particles
         // the IWAE bound -101.64 and the predictive -91.03 (with 4096: -101.40 and -91.54, the
         // prior-sampled predictive converging more slowly). The ELBO's gap is 29 nats; the
         // tolerance, 0.25 nats over 32 observations, is 3 to 6 times the measured error.
-        assert!(elbo.bound < true_joint - 5.0, "the ELBO {} should be well below the truth {true_joint}", elbo.bound);
-        assert!((iwae.bound - true_joint).abs() < 0.25, "IWAE k=32768 {} vs Kalman {true_joint}", iwae.bound);
-        assert!((iwae.predictive - true_predictive).abs() < 0.25, "predictive k=32768 {} vs Kalman {true_predictive}", iwae.predictive);
+        assert!(
+            elbo.bound < true_joint - 5.0,
+            "the ELBO {} should be well below the truth {true_joint}",
+            elbo.bound
+        );
+        assert!(
+            (iwae.bound - true_joint).abs() < 0.25,
+            "IWAE k=32768 {} vs Kalman {true_joint}",
+            iwae.bound
+        );
+        assert!(
+            (iwae.predictive - true_predictive).abs() < 0.25,
+            "predictive k=32768 {} vs Kalman {true_predictive}",
+            iwae.predictive
+        );
     }
 
     /// The IWAE bound rises with k on average: independent estimates with k = 1, 8 and 64 on a
     /// small random RSSM, compared with a tolerance of three standard errors of their spread.
     #[test]
     fn rssm_bound_rises_with_the_number_of_particles() {
-        for latent in [LatentConfig::Gaussian { size: 4, min_std: 0.1 }, LatentConfig::Categorical { groups: 3, classes: 4, unimix: 0.01 }] {
+        for latent in [
+            LatentConfig::Gaussian {
+                size: 4,
+                min_std: 0.1,
+            },
+            LatentConfig::Categorical {
+                groups: 3,
+                classes: 4,
+                unimix: 0.01,
+            },
+        ] {
             let (_guard, device) = seeded(5);
-            let spec = RssmSpec { obs_dim: 3, action: ActionSpec::Continuous { low: vec![-2.0], high: vec![2.0] } };
-            let config = RssmConfig { deter: 8, hidden: 8, latent: latent.clone(), encoder_hidden: vec![8], decoder_hidden: vec![8], head_hidden: vec![8], ..RssmConfig::default() };
+            let spec = RssmSpec {
+                obs_dim: 3,
+                action: ActionSpec::Continuous {
+                    low: vec![-2.0],
+                    high: vec![2.0],
+                },
+            };
+            let config = RssmConfig {
+                deter: 8,
+                hidden: 8,
+                latent: latent.clone(),
+                encoder_hidden: vec![8],
+                decoder_hidden: vec![8],
+                head_hidden: vec![8],
+                ..RssmConfig::default()
+            };
             let model = config.init(&spec, &device);
             let obs = Tensor::<3>::random([2, 6, 3], Distribution::Normal(0.0, 1.5), &device);
             let action = Tensor::<3>::random([2, 6, 1], Distribution::Uniform(-2.0, 2.0), &device);
             let repeats = 24;
             let stats = |k: usize| {
-                let values: Vec<f64> =
-                    (0..repeats).map(|_| sequence_likelihood(&model, obs.clone(), action.clone(), &[6, 4], &[k])[0].bound).collect();
+                let values: Vec<f64> = (0..repeats)
+                    .map(|_| {
+                        sequence_likelihood(&model, obs.clone(), action.clone(), &[6, 4], &[k])[0]
+                            .bound
+                    })
+                    .collect();
                 let mean = values.iter().sum::<f64>() / repeats as f64;
-                let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (repeats - 1) as f64;
+                let var =
+                    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (repeats - 1) as f64;
                 (mean, (var / repeats as f64).sqrt())
             };
             let (m1, s1) = stats(1);
             let (m8, s8) = stats(8);
             let (m64, s64) = stats(64);
-            eprintln!("{latent:?}: k=1 {m1:.3} +- {s1:.3}, k=8 {m8:.3} +- {s8:.3}, k=64 {m64:.3} +- {s64:.3}");
-            assert!(m8 > m1 - 3.0 * (s1 * s1 + s8 * s8).sqrt(), "{latent:?}: k=8 {m8} below k=1 {m1}");
-            assert!(m64 > m8 - 3.0 * (s8 * s8 + s64 * s64).sqrt(), "{latent:?}: k=64 {m64} below k=8 {m8}");
-            assert!(m64 > m1 + 3.0 * (s1 * s1 + s64 * s64).sqrt(), "{latent:?}: k=64 {m64} not clearly above k=1 {m1}");
+            eprintln!(
+                "{latent:?}: k=1 {m1:.3} +- {s1:.3}, k=8 {m8:.3} +- {s8:.3}, k=64 {m64:.3} +- {s64:.3}"
+            );
+            assert!(
+                m8 > m1 - 3.0 * (s1 * s1 + s8 * s8).sqrt(),
+                "{latent:?}: k=8 {m8} below k=1 {m1}"
+            );
+            assert!(
+                m64 > m8 - 3.0 * (s8 * s8 + s64 * s64).sqrt(),
+                "{latent:?}: k=64 {m64} below k=8 {m8}"
+            );
+            assert!(
+                m64 > m1 + 3.0 * (s1 * s1 + s64 * s64).sqrt(),
+                "{latent:?}: k=64 {m64} not clearly above k=1 {m1}"
+            );
         }
     }
 
@@ -536,34 +738,82 @@ mod tests {
     /// they reproduce `observe`'s states and posteriors.
     #[test]
     fn rssm_steps_reproduce_observe() {
-        for latent in [LatentConfig::Gaussian { size: 4, min_std: 0.1 }, LatentConfig::Categorical { groups: 3, classes: 4, unimix: 0.01 }] {
+        for latent in [
+            LatentConfig::Gaussian {
+                size: 4,
+                min_std: 0.1,
+            },
+            LatentConfig::Categorical {
+                groups: 3,
+                classes: 4,
+                unimix: 0.01,
+            },
+        ] {
             let (_guard, device) = seeded(8);
-            let spec = RssmSpec { obs_dim: 3, action: ActionSpec::Discrete { n: 3 } };
-            let config = RssmConfig { deter: 8, hidden: 8, latent: latent.clone(), encoder_hidden: vec![8], decoder_hidden: vec![8], head_hidden: vec![8], ..RssmConfig::default() };
+            let spec = RssmSpec {
+                obs_dim: 3,
+                action: ActionSpec::Discrete { n: 3 },
+            };
+            let config = RssmConfig {
+                deter: 8,
+                hidden: 8,
+                latent: latent.clone(),
+                encoder_hidden: vec![8],
+                decoder_hidden: vec![8],
+                head_hidden: vec![8],
+                ..RssmConfig::default()
+            };
             let model = config.init(&spec, &device);
             let (b, t) = (2, 3);
             let obs = Tensor::<3>::random([b, t, 3], Distribution::Normal(0.0, 2.0), &device);
-            let action = Tensor::<3>::from_data(TensorData::new(vec![2.0f32, 1.0, 0.0, 2.0, 2.0, 1.0], [b, t, 1]), &device);
+            let action = Tensor::<3>::from_data(
+                TensorData::new(vec![2.0f32, 1.0, 0.0, 2.0, 2.0, 1.0], [b, t, 1]),
+                &device,
+            );
             let mut is_first = vec![0.0f32; b * t];
             is_first[0] = 1.0;
             is_first[t] = 1.0;
-            let observed = model.observe(obs.clone(), action.clone(), Tensor::from_data(TensorData::new(is_first, [b, t]), &device), None, false);
+            let observed = model.observe(
+                obs.clone(),
+                action.clone(),
+                Tensor::from_data(TensorData::new(is_first, [b, t]), &device),
+                None,
+                false,
+            );
             let mut deter = model.initial_deter(b, &device);
             for step in 0..t {
                 let obs_t = obs.clone().narrow(1, step, 1).reshape([b, 3]);
                 if step > 0 {
-                    let stoch = observed.stoch.clone().narrow(1, step - 1, 1).reshape([b, latent.stoch_width()]);
-                    deter = model.step_deter(deter, stoch, action.clone().narrow(1, step, 1).reshape([b, 1]));
+                    let stoch = observed
+                        .stoch
+                        .clone()
+                        .narrow(1, step - 1, 1)
+                        .reshape([b, latent.stoch_width()]);
+                    deter = model.step_deter(
+                        deter,
+                        stoch,
+                        action.clone().narrow(1, step, 1).reshape([b, 1]),
+                    );
                 }
                 let expected = vec(observed.deter.clone().narrow(1, step, 1).reshape([b, 8]));
                 for (x, y) in vec(deter.clone()).iter().zip(&expected) {
-                    assert!((x - y).abs() < 1e-5, "{latent:?} step {step}: h {x} vs observe {y}");
+                    assert!(
+                        (x - y).abs() < 1e-5,
+                        "{latent:?} step {step}: h {x} vs observe {y}"
+                    );
                 }
                 let posterior = model.posterior_dist(deter.clone(), model.obs_features(obs_t));
                 let z = model.latent().sample(&posterior, None);
-                let expected = vec(observed.stoch.clone().narrow(1, step, 1).reshape([b, latent.stoch_width()]));
+                let expected = vec(observed
+                    .stoch
+                    .clone()
+                    .narrow(1, step, 1)
+                    .reshape([b, latent.stoch_width()]));
                 for (x, y) in vec(z).iter().zip(&expected) {
-                    assert!((x - y).abs() < 1e-5, "{latent:?} step {step}: posterior mode {x} vs observe {y}");
+                    assert!(
+                        (x - y).abs() < 1e-5,
+                        "{latent:?} step {step}: posterior mode {x} vs observe {y}"
+                    );
                 }
             }
         }
@@ -575,25 +825,51 @@ mod tests {
     fn observation_log_prob_is_the_decoder_density_in_raw_units() {
         for symlog_on in [true, false] {
             let (_guard, device) = seeded(2);
-            let spec = RssmSpec { obs_dim: 2, action: ActionSpec::Continuous { low: vec![-1.0], high: vec![1.0] } };
-            let config = RssmConfig { deter: 4, hidden: 4, encoder_hidden: vec![4], decoder_hidden: vec![4], head_hidden: vec![4], symlog: symlog_on, ..RssmConfig::default() };
+            let spec = RssmSpec {
+                obs_dim: 2,
+                action: ActionSpec::Continuous {
+                    low: vec![-1.0],
+                    high: vec![1.0],
+                },
+            };
+            let config = RssmConfig {
+                deter: 4,
+                hidden: 4,
+                encoder_hidden: vec![4],
+                decoder_hidden: vec![4],
+                head_hidden: vec![4],
+                symlog: symlog_on,
+                ..RssmConfig::default()
+            };
             let model = config.init(&spec, &device);
             let deter = Tensor::<2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device);
             let stoch = Tensor::<2>::random([3, 30], Distribution::Normal(0.0, 1.0), &device);
             let obs_values = vec![0.5f32, -3.0, 10.0, 0.0, -0.2, 1.5];
             let obs = Tensor::<2>::from_data(TensorData::new(obs_values.clone(), [3, 2]), &device);
-            let mean = vec(model.decoder.forward(Tensor::cat(vec![deter.clone(), stoch.clone()], 1)));
+            let mean = vec(model
+                .decoder
+                .forward(Tensor::cat(vec![deter.clone(), stoch.clone()], 1)));
             let got = vec(model.observation_log_prob(deter, stoch, obs));
             for row in 0..3 {
                 let expected: f64 = (0..2)
                     .map(|d| {
                         let o = f64::from(obs_values[row * 2 + d]);
-                        let x = if symlog_on { o.signum() * o.abs().ln_1p() } else { o };
+                        let x = if symlog_on {
+                            o.signum() * o.abs().ln_1p()
+                        } else {
+                            o
+                        };
                         let jacobian = if symlog_on { o.abs().ln_1p() } else { 0.0 };
-                        -0.5 * (x - f64::from(mean[row * 2 + d])).powi(2) - 0.5 * (2.0 * std::f64::consts::PI).ln() - jacobian
+                        -0.5 * (x - f64::from(mean[row * 2 + d])).powi(2)
+                            - 0.5 * (2.0 * std::f64::consts::PI).ln()
+                            - jacobian
                     })
                     .sum();
-                assert!((f64::from(got[row]) - expected).abs() < 1e-4, "symlog {symlog_on} row {row}: {} vs {expected}", got[row]);
+                assert!(
+                    (f64::from(got[row]) - expected).abs() < 1e-4,
+                    "symlog {symlog_on} row {row}: {} vs {expected}",
+                    got[row]
+                );
             }
         }
     }

@@ -389,7 +389,10 @@ impl Rssm {
 
     /// `h_t` from `h_{t-1}`, `z_{t-1}` and the projected action `a_{t-1} W_a + b`.
     pub(crate) fn recurrent_step(&self, state: &RssmState, action_proj: Tensor<2>) -> Tensor<2> {
-        let x = normed(&self.norm_in, self.img_in_stoch.forward(state.stoch.clone()) + action_proj);
+        let x = normed(
+            &self.norm_in,
+            self.img_in_stoch.forward(state.stoch.clone()) + action_proj,
+        );
         self.gru_step(silu(x), state.deter.clone())
     }
 
@@ -399,7 +402,9 @@ impl Rssm {
     /// - `deter`: `[N, D]`; the distribution's tensors are `[N, S]`
     pub fn prior(&self, deter: Tensor<2>) -> LatentDist<2> {
         let hidden = normed(&self.norm_prior, self.prior_hidden.forward(deter));
-        self.config.latent.dist(self.prior_stats.forward(silu(hidden)))
+        self.config
+            .latent
+            .dist(self.prior_stats.forward(silu(hidden)))
     }
 
     /// Encoder embeddings of raw observations (symlog applied first when configured).
@@ -443,7 +448,14 @@ impl Rssm {
         let feat = Tensor::cat(vec![deter, stoch], 1);
         let reward = self.reward_head.forward(feat.clone()).reshape([n]);
         let cont = sigmoid(self.cont_head.forward(feat).reshape([n]));
-        (if self.config.symlog { symexp(reward) } else { reward }, cont)
+        (
+            if self.config.symlog {
+                symexp(reward)
+            } else {
+                reward
+            },
+            cont,
+        )
     }
 
     /// The posterior rollout on time-major rows. `first` is `is_first` on the host, time-major.
@@ -510,7 +522,10 @@ impl Rssm {
                 };
             }
             let deter = self.recurrent_step(&state, action_t);
-            let hidden = silu(normed(&self.norm_post, self.post_deter.forward(deter.clone()) + embed_t));
+            let hidden = silu(normed(
+                &self.norm_post,
+                self.post_deter.forward(deter.clone()) + embed_t,
+            ));
             let post = latent.dist(self.post_stats.forward(hidden));
             let stoch = latent.sample(&post, noise[step].take());
             deters.push(deter.clone());
@@ -595,13 +610,25 @@ impl Rssm {
     pub fn img_step(&self, state: &RssmState, action: Tensor<2>, sample: bool) -> RssmState {
         let b = state.batch_size();
         let w = self.spec.action.raw_width();
-        assert_eq!(action.dims(), [b, w], "action shape {:?}, expected [{b}, {w}]", action.dims());
-        let action_proj = self.img_in_action.forward(encode_action(&self.spec.action, action));
+        assert_eq!(
+            action.dims(),
+            [b, w],
+            "action shape {:?}, expected [{b}, {w}]",
+            action.dims()
+        );
+        let action_proj = self
+            .img_in_action
+            .forward(encode_action(&self.spec.action, action));
         self.prior_step(state, action_proj, sample).0
     }
 
     /// `img_step` on a projected action; also returns the prior the new `z` was drawn from.
-    fn prior_step(&self, state: &RssmState, action_proj: Tensor<2>, sample: bool) -> (RssmState, LatentDist<2>) {
+    fn prior_step(
+        &self,
+        state: &RssmState,
+        action_proj: Tensor<2>,
+        sample: bool,
+    ) -> (RssmState, LatentDist<2>) {
         let latent = &self.config.latent;
         let deter = self.recurrent_step(state, action_proj);
         let prior = self.prior(deter.clone());
@@ -626,9 +653,16 @@ impl Rssm {
         let w = self.spec.action.raw_width();
         let Actions::Sequence(seq) = actions;
         let [sb, horizon, sw] = seq.dims();
-        assert!(sb == b && sw == w, "action sequence shape {:?}, expected [{b}, H, {w}]", seq.dims());
+        assert!(
+            sb == b && sw == w,
+            "action sequence shape {:?}, expected [{b}, H, {w}]",
+            seq.dims()
+        );
         assert!(horizon > 0, "imagine needs a horizon > 0");
-        let projected = self.img_in_action.forward(encode_action(&self.spec.action, to_time_major(seq))).split(b, 0);
+        let projected = self
+            .img_in_action
+            .forward(encode_action(&self.spec.action, to_time_major(seq)))
+            .split(b, 0);
         let mut state = start;
         let mut deters = Vec::with_capacity(horizon);
         let mut stochs = Vec::with_capacity(horizon);
@@ -718,14 +752,25 @@ impl Rssm {
         // (should be near 0; 0 when the batch has none) and on the others (near 1), and the
         // accuracy of `P(continue) > 0.5`.
         let n_terminal = terminal.clone().sum();
-        let cont_on_terminal = (cont_prob.clone() * terminal.clone()).sum() / n_terminal.clone().clamp_min(1.0);
-        let cont_on_others =
-            (cont_prob.clone() * cont_target.clone()).sum() / n_terminal.neg().add_scalar(n as f64).clamp_min(1.0);
-        let cont_accuracy = cont_prob.greater_elem(0.5).float().equal(cont_target).float().mean();
+        let cont_on_terminal =
+            (cont_prob.clone() * terminal.clone()).sum() / n_terminal.clone().clamp_min(1.0);
+        let cont_on_others = (cont_prob.clone() * cont_target.clone()).sum()
+            / n_terminal.neg().add_scalar(n as f64).clamp_min(1.0);
+        let cont_accuracy = cont_prob
+            .greater_elem(0.5)
+            .float()
+            .equal(cont_target)
+            .float()
+            .mean();
         let kl_dyn = roll.post.detach().kl(&roll.prior);
         let kl_raw = kl_dyn.clone().detach().mean();
         // Fraction of steps whose KL is under the free-bits floor (no KL gradient there).
-        let kl_below_free = kl_dyn.clone().detach().lower_elem(c.free_nats).float().mean();
+        let kl_below_free = kl_dyn
+            .clone()
+            .detach()
+            .lower_elem(c.free_nats)
+            .float()
+            .mean();
         let dyn_term = kl_dyn.clamp_min(c.free_nats).mean();
         let rep_term = roll
             .post
@@ -1104,22 +1149,45 @@ mod tests {
             let model = tiny(latent.clone()).init(&continuous_spec(), &device);
             let (b, h) = (3, 4);
             let actions = Tensor::<3>::random([b, h, 1], Distribution::Uniform(-2.0, 2.0), &device);
-            let start = RssmState { deter: Tensor::random([b, 8], Distribution::Normal(0.0, 1.0), &device), stoch: model.initial(b, &device).stoch };
+            let start = RssmState {
+                deter: Tensor::random([b, 8], Distribution::Normal(0.0, 1.0), &device),
+                stoch: model.initial(b, &device).stoch,
+            };
             for sample in [false, true] {
                 device.seed(31);
-                let batched = model.imagine(start.clone(), Actions::Sequence(actions.clone()), sample);
+                let batched =
+                    model.imagine(start.clone(), Actions::Sequence(actions.clone()), sample);
                 device.seed(31);
                 let mut state = start.clone();
                 for t in 0..h {
-                    state = model.img_step(&state, actions.clone().narrow(1, t, 1).reshape([b, 1]), sample);
-                    let (reward, cont) = model.decode_reward_cont(state.deter.clone(), state.stoch.clone());
+                    state = model.img_step(
+                        &state,
+                        actions.clone().narrow(1, t, 1).reshape([b, 1]),
+                        sample,
+                    );
+                    let (reward, cont) =
+                        model.decode_reward_cont(state.deter.clone(), state.stoch.clone());
                     let decoded = model.decode(state.deter.clone(), state.stoch.clone());
                     let at = |x: Tensor<2>| vec(x.narrow(1, t, 1).reshape([b]));
-                    for (got, want, what) in [(vec(reward.clone()), at(batched.reward.clone()), "reward"), (vec(cont.clone()), at(batched.cont.clone()), "cont"), (vec(reward), vec(decoded.reward), "decode reward"), (vec(cont), vec(decoded.cont), "decode cont")] {
-                        assert!(got.iter().zip(&want).all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0)), "{latent:?} sample {sample} step {t} {what}: {got:?} vs {want:?}");
+                    for (got, want, what) in [
+                        (vec(reward.clone()), at(batched.reward.clone()), "reward"),
+                        (vec(cont.clone()), at(batched.cont.clone()), "cont"),
+                        (vec(reward), vec(decoded.reward), "decode reward"),
+                        (vec(cont), vec(decoded.cont), "decode cont"),
+                    ] {
+                        assert!(
+                            got.iter()
+                                .zip(&want)
+                                .all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0)),
+                            "{latent:?} sample {sample} step {t} {what}: {got:?} vs {want:?}"
+                        );
                     }
                 }
-                assert_eq!(vec(state.stoch), vec(batched.last.stoch), "{latent:?} sample {sample}: same noise in the same order");
+                assert_eq!(
+                    vec(state.stoch),
+                    vec(batched.last.stoch),
+                    "{latent:?} sample {sample}: same noise in the same order"
+                );
             }
         }
     }

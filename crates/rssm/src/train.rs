@@ -23,7 +23,8 @@ pub fn update_step(
     let mut loss = model.loss(batch);
     let mut grads = GradientsParams::from_grads(loss.total.backward(), &model);
     for (name, norm) in module_grad_norms(&model, &grads) {
-        loss.metrics.insert(format!("grad_norm_{name}"), f64::from(norm));
+        loss.metrics
+            .insert(format!("grad_norm_{name}"), f64::from(norm));
     }
     let norm = clip_global_norm(&model, &mut grads, grad_clip);
     loss.metrics.insert("grad_norm".into(), f64::from(norm));
@@ -48,15 +49,24 @@ pub fn module_grad_norms(model: &Rssm, grads: &GradientsParams) -> Vec<(&'static
         (
             "prior",
             pair(
-                pair(global_grad_norm(&model.prior_hidden, grads), global_grad_norm(&model.prior_stats, grads)),
+                pair(
+                    global_grad_norm(&model.prior_hidden, grads),
+                    global_grad_norm(&model.prior_stats, grads),
+                ),
                 global_grad_norm(&model.norm_prior, grads),
             ),
         ),
         (
             "posterior",
             pair(
-                pair(global_grad_norm(&model.post_deter, grads), global_grad_norm(&model.post_embed, grads)),
-                pair(global_grad_norm(&model.post_stats, grads), global_grad_norm(&model.norm_post, grads)),
+                pair(
+                    global_grad_norm(&model.post_deter, grads),
+                    global_grad_norm(&model.post_embed, grads),
+                ),
+                pair(
+                    global_grad_norm(&model.post_stats, grads),
+                    global_grad_norm(&model.norm_post, grads),
+                ),
             ),
         ),
         ("decoder", global_grad_norm(&model.decoder, grads)),

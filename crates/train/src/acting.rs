@@ -36,7 +36,9 @@ enum Policy {
     Random,
     Planner(AnyPlanner),
     /// The published actor network; `explore`: sample its policy rather than take its mode.
-    Network { explore: bool },
+    Network {
+        explore: bool,
+    },
 }
 
 /// The weights an episode acts with and the model state filtered through its last real step.
@@ -66,17 +68,35 @@ impl<M: WorldModel + Clone> Actor<M> {
     /// drives the random actions and the planner's sampling. `explore`: sample the actor
     /// network's policy (data collection) instead of taking its mode (evaluation); planners
     /// ignore it.
-    pub fn new(policy: &CollectPolicy, obs_dim: usize, action_space: Space, seed: u64, device: Device, explore: bool) -> Self {
+    pub fn new(
+        policy: &CollectPolicy,
+        obs_dim: usize,
+        action_space: Space,
+        seed: u64,
+        device: Device,
+        explore: bool,
+    ) -> Self {
         let action_spec = match &action_space {
             Space::Discrete { n } => wm_models::ActionSpec::Discrete { n: *n },
-            Space::Box { low, high } => wm_models::ActionSpec::Continuous { low: low.clone(), high: high.clone() },
+            Space::Box { low, high } => wm_models::ActionSpec::Continuous {
+                low: low.clone(),
+                high: high.clone(),
+            },
         };
         let policy = match policy {
             CollectPolicy::Random => Policy::Random,
             CollectPolicy::Planner(config) => Policy::Planner(config.init(&action_spec, seed)),
             CollectPolicy::Actor(_) => Policy::Network { explore },
         };
-        Self { policy, action_space, obs_dim, rng: ChaCha8Rng::seed_from_u64(seed), device, pending: Vec::new(), bound: None }
+        Self {
+            policy,
+            action_space,
+            obs_dim,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            device,
+            pending: Vec::new(),
+            bound: None,
+        }
     }
 
     /// Starts an episode at `obs`: forgets the model state, the bound weights and the planner's
@@ -98,7 +118,8 @@ impl<M: WorldModel + Clone> Actor<M> {
     /// into the model state at the next [`Actor::act`]).
     pub fn observe(&mut self, action: &Action, next_obs: &[f32]) {
         if !matches!(self.policy, Policy::Random) {
-            self.pending.push((Some(action.to_f32_vec()), next_obs.to_vec()));
+            self.pending
+                .push((Some(action.to_f32_vec()), next_obs.to_vec()));
         }
     }
 
@@ -116,7 +137,9 @@ impl<M: WorldModel + Clone> Actor<M> {
         if self.bound.is_none() {
             let needs_net = matches!(self.policy, Policy::Network { .. });
             match (model, policy_net) {
-                (Some(model), net) if net.is_some() || !needs_net => self.bind(model, net.filter(|_| needs_net)),
+                (Some(model), net) if net.is_some() || !needs_net => {
+                    self.bind(model, net.filter(|_| needs_net))
+                }
                 _ => return self.action_space.sample(&mut self.rng),
             }
         } else {
@@ -124,12 +147,22 @@ impl<M: WorldModel + Clone> Actor<M> {
         }
         let bound = self.bound.as_ref().expect("weights are bound");
         match &mut self.policy {
-            Policy::Planner(planner) => planner.plan_from(&bound.model, &bound.state).pop().expect("one action for one row"),
+            Policy::Planner(planner) => planner
+                .plan_from(&bound.model, &bound.state)
+                .pop()
+                .expect("one action for one row"),
             Policy::Network { explore } => {
-                let net = bound.policy_net.as_ref().expect("the actor policy binds an actor network");
+                let net = bound
+                    .policy_net
+                    .as_ref()
+                    .expect("the actor policy binds an actor network");
                 let dist = net.forward(bound.model.features(&bound.state));
                 let action = net.to_raw(if *explore { dist.sample() } else { dist.mode() });
-                let values = action.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 actions");
+                let values = action
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .expect("f32 actions");
                 match &self.action_space {
                     Space::Discrete { .. } => Action::Discrete(values[0] as usize),
                     Space::Box { .. } => Action::Continuous(values),
@@ -143,9 +176,16 @@ impl<M: WorldModel + Clone> Actor<M> {
     fn bind(&mut self, model: &M, policy_net: Option<&wm_agent::Actor>) {
         let mut steps = std::mem::take(&mut self.pending).into_iter();
         let (first_action, first_obs) = steps.next().expect("Actor::act before Actor::reset");
-        debug_assert!(first_action.is_none(), "the first pending step is the episode's first observation");
+        debug_assert!(
+            first_action.is_none(),
+            "the first pending step is the episode's first observation"
+        );
         let state = model.start(&Context::new(self.row(first_obs)), false);
-        self.bound = Some(Bound { model: model.clone(), policy_net: policy_net.cloned(), state });
+        self.bound = Some(Bound {
+            model: model.clone(),
+            policy_net: policy_net.cloned(),
+            state,
+        });
         self.pending = steps.collect();
         self.filter_pending();
     }
@@ -156,7 +196,10 @@ impl<M: WorldModel + Clone> Actor<M> {
         let width = self.action_space.width();
         for (action, obs) in pending {
             let action = action.expect("only the episode's first observation has no action");
-            let (action, obs) = (Tensor::<2>::from_data(TensorData::new(action, [1, width]), &self.device), self.row(obs));
+            let (action, obs) = (
+                Tensor::<2>::from_data(TensorData::new(action, [1, width]), &self.device),
+                self.row(obs),
+            );
             let bound = self.bound.as_mut().expect("weights are bound");
             bound.state = bound.model.observe_step(&bound.state, action, obs, false);
         }
@@ -181,7 +224,14 @@ pub fn evaluate_policy(
     device: &Device,
 ) -> Result<Vec<(f64, usize)>, wm_envs::EnvError> {
     let mut env = wm_envs::make(env_name)?;
-    let mut actor = Actor::new(policy, env.observation_space().width(), env.action_space(), seed, device.clone(), false);
+    let mut actor = Actor::new(
+        policy,
+        env.observation_space().width(),
+        env.action_space(),
+        seed,
+        device.clone(),
+        false,
+    );
     let mut results = Vec::with_capacity(episodes);
     for episode in 0..episodes {
         let obs = env.reset(Some(seed.wrapping_add(episode as u64)));
@@ -211,14 +261,22 @@ mod tests {
     use wm_models::ActionSpec;
 
     #[test]
-    fn random_actor_acts_without_a_model_and_planner_actor_falls_back_to_random_until_weights_arrive() {
+    fn random_actor_acts_without_a_model_and_planner_actor_falls_back_to_random_until_weights_arrive()
+     {
         let device = wm_backend::DeviceSpec::Cpu.init().expect("flex");
         for policy in [
             CollectPolicy::Random,
             CollectPolicy::Planner(wm_plan::PlannerConfig::cem()),
             CollectPolicy::Actor(wm_agent::ActorCriticConfig::default()),
         ] {
-            let mut actor = Actor::<AnyModel>::new(&policy, 4, Space::Discrete { n: 2 }, 0, device.clone(), true);
+            let mut actor = Actor::<AnyModel>::new(
+                &policy,
+                4,
+                Space::Discrete { n: 2 },
+                0,
+                device.clone(),
+                true,
+            );
             actor.reset(&[0.0; 4]);
             let action = actor.act(None, None);
             assert!(matches!(action, Action::Discrete(0 | 1)), "{action:?}");
@@ -249,17 +307,34 @@ mod tests {
         }
         fn start(&self, context: &Context, _: bool) -> Tensor<2> {
             let obs = context.obs().clone();
-            self.log.borrow_mut().push((self.tag, "start", obs.clone().into_scalar::<f32>()));
+            self.log
+                .borrow_mut()
+                .push((self.tag, "start", obs.clone().into_scalar::<f32>()));
             obs
         }
-        fn observe_step(&self, state: &Tensor<2>, _: Tensor<2>, obs: Tensor<2>, _: bool) -> Tensor<2> {
-            self.log.borrow_mut().push((self.tag, "observe", obs.clone().into_scalar::<f32>()));
+        fn observe_step(
+            &self,
+            state: &Tensor<2>,
+            _: Tensor<2>,
+            obs: Tensor<2>,
+            _: bool,
+        ) -> Tensor<2> {
+            self.log
+                .borrow_mut()
+                .push((self.tag, "observe", obs.clone().into_scalar::<f32>()));
             state.clone() + obs
         }
         fn step(&self, state: &Tensor<2>, _: Tensor<2>, _: bool) -> (Tensor<2>, StepPrediction) {
             let [b, _] = state.dims();
             let device = state.device();
-            (state.clone(), StepPrediction { obs: state.clone(), reward: Tensor::zeros([b], &device), continue_prob: Tensor::ones([b], &device) })
+            (
+                state.clone(),
+                StepPrediction {
+                    obs: state.clone(),
+                    reward: Tensor::zeros([b], &device),
+                    continue_prob: Tensor::ones([b], &device),
+                },
+            )
         }
         fn observation(&self, state: &Tensor<2>) -> Tensor<2> {
             state.clone()
@@ -268,34 +343,81 @@ mod tests {
             state.dims()[0]
         }
         fn repeat(&self, state: &Tensor<2>, times: usize) -> Tensor<2> {
-            self.log.borrow_mut().push((self.tag, "plan", state.clone().into_scalar::<f32>()));
+            self.log
+                .borrow_mut()
+                .push((self.tag, "plan", state.clone().into_scalar::<f32>()));
             wm_imagine::repeat_rows(state.clone(), times)
         }
         fn features(&self, state: &Tensor<2>) -> Tensor<2> {
-            self.log.borrow_mut().push((self.tag, "features", state.clone().into_scalar::<f32>()));
+            self.log
+                .borrow_mut()
+                .push((self.tag, "features", state.clone().into_scalar::<f32>()));
             state.clone()
         }
     }
 
     fn policies() -> [CollectPolicy; 2] {
-        let planner = wm_plan::PlannerConfig { horizon: 2, candidates: 4, elites: 2, iterations: 1, ..wm_plan::PlannerConfig::cem() };
-        [CollectPolicy::Planner(planner), CollectPolicy::Actor(wm_agent::ActorCriticConfig::default())]
+        let planner = wm_plan::PlannerConfig {
+            horizon: 2,
+            candidates: 4,
+            elites: 2,
+            iterations: 1,
+            ..wm_plan::PlannerConfig::cem()
+        };
+        [
+            CollectPolicy::Planner(planner),
+            CollectPolicy::Actor(wm_agent::ActorCriticConfig::default()),
+        ]
     }
 
-    fn setup(policy: &CollectPolicy) -> (Actor<Recorder>, Recorder, Recorder, wm_agent::Actor, Log) {
+    fn setup(
+        policy: &CollectPolicy,
+    ) -> (Actor<Recorder>, Recorder, Recorder, wm_agent::Actor, Log) {
         let device = wm_backend::DeviceSpec::Cpu.init().expect("flex");
-        let spec = ActionSpec::Continuous { low: vec![-1.0], high: vec![1.0] };
+        let spec = ActionSpec::Continuous {
+            low: vec![-1.0],
+            high: vec![1.0],
+        };
         let log = Log::default();
-        let (a, b) = (Recorder { tag: 1, spec: spec.clone(), log: log.clone() }, Recorder { tag: 2, spec: spec.clone(), log: log.clone() });
-        let bounds = wm_agent::PolicyBounds { min_std: 0.1, max_std: 1.0, unimix: 0.01 };
+        let (a, b) = (
+            Recorder {
+                tag: 1,
+                spec: spec.clone(),
+                log: log.clone(),
+            },
+            Recorder {
+                tag: 2,
+                spec: spec.clone(),
+                log: log.clone(),
+            },
+        );
+        let bounds = wm_agent::PolicyBounds {
+            min_std: 0.1,
+            max_std: 1.0,
+            unimix: 0.01,
+        };
         let net = wm_agent::Actor::new(1, &[4], &spec, bounds, &device);
-        let actor = Actor::new(policy, 1, Space::Box { low: vec![-1.0], high: vec![1.0] }, 0, device, true);
+        let actor = Actor::new(
+            policy,
+            1,
+            Space::Box {
+                low: vec![-1.0],
+                high: vec![1.0],
+            },
+            0,
+            device,
+            true,
+        );
         (actor, a, b, net, log)
     }
 
     /// What acting reads of the state: the planner's `repeat`, or the network's `features`.
     fn read(policy: &CollectPolicy) -> &'static str {
-        if matches!(policy, CollectPolicy::Planner(_)) { "plan" } else { "features" }
+        if matches!(policy, CollectPolicy::Planner(_)) {
+            "plan"
+        } else {
+            "features"
+        }
     }
 
     #[test]
@@ -316,19 +438,26 @@ mod tests {
             actor.observe(&action, &[20.0]);
             actor.act(Some(&model), Some(&net));
             let want = vec![
-                (1, "start", 1.0), (1, act, 1.0),
-                (1, "observe", 2.0), (1, act, 3.0),
-                (1, "observe", 3.0), (1, act, 6.0),
-                (1, "observe", 4.0), (1, act, 10.0),
-                (1, "start", 10.0), (1, act, 10.0),
-                (1, "observe", 20.0), (1, act, 30.0),
+                (1, "start", 1.0),
+                (1, act, 1.0),
+                (1, "observe", 2.0),
+                (1, act, 3.0),
+                (1, "observe", 3.0),
+                (1, act, 6.0),
+                (1, "observe", 4.0),
+                (1, act, 10.0),
+                (1, "start", 10.0),
+                (1, act, 10.0),
+                (1, "observe", 20.0),
+                (1, act, 30.0),
             ];
             assert_eq!(*log.borrow(), want, "{policy:?}");
         }
     }
 
     #[test]
-    fn an_episode_keeps_the_weights_it_started_acting_with_and_catches_up_once_when_the_first_weights_arrive() {
+    fn an_episode_keeps_the_weights_it_started_acting_with_and_catches_up_once_when_the_first_weights_arrive()
+     {
         for policy in policies() {
             let (mut actor, old, new, net, log) = setup(&policy);
             let act = read(&policy);
@@ -342,7 +471,11 @@ mod tests {
                 actor.act(Some(&old), None);
             }
             actor.observe(&action, &[3.0]);
-            assert!(log.borrow().is_empty(), "{policy:?}: filtered before any weights: {:?}", log.borrow());
+            assert!(
+                log.borrow().is_empty(),
+                "{policy:?}: filtered before any weights: {:?}",
+                log.borrow()
+            );
             // The first weights arrive: the episode so far is filtered once, then acted on.
             actor.act(Some(&old), Some(&net));
             // Newer weights mid-episode are ignored: the old weights step the old state.
@@ -352,9 +485,14 @@ mod tests {
             actor.reset(&[5.0]);
             actor.act(Some(&new), Some(&net));
             let want = vec![
-                (1, "start", 1.0), (1, "observe", 2.0), (1, "observe", 3.0), (1, act, 6.0),
-                (1, "observe", 4.0), (1, act, 10.0),
-                (2, "start", 5.0), (2, act, 5.0),
+                (1, "start", 1.0),
+                (1, "observe", 2.0),
+                (1, "observe", 3.0),
+                (1, act, 6.0),
+                (1, "observe", 4.0),
+                (1, act, 10.0),
+                (2, "start", 5.0),
+                (2, act, 5.0),
             ];
             assert_eq!(*log.borrow(), want, "{policy:?}");
         }

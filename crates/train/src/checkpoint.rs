@@ -84,7 +84,11 @@ pub struct RngState {
 impl RngState {
     /// The state of `rng`.
     pub fn of(rng: &ChaCha8Rng) -> Self {
-        Self { seed: rng.get_seed(), stream: rng.get_stream(), word_pos: rng.get_word_pos().to_string() }
+        Self {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
     }
 
     /// The generator in this state, or `None` if the word position is not a number.
@@ -158,10 +162,21 @@ impl Checkpoint {
     fn write_then_rename(&self, path: &Path, temporary: &Path) -> Result<(), CheckpointError> {
         let io = |operation: &'static str| {
             let path = path.to_path_buf();
-            move |source| CheckpointError::Io { path, operation, source }
+            move |source| CheckpointError::Io {
+                path,
+                operation,
+                source,
+            }
         };
-        let meta = serde_json::to_vec(&self.meta).expect("checkpoint metadata has string keys only and should serialise");
-        let sections: [&[u8]; N_SECTIONS] = [&meta, &self.model_bytes, &self.optimizer_bytes, &self.agent.nets, &self.agent.optimizer];
+        let meta = serde_json::to_vec(&self.meta)
+            .expect("checkpoint metadata has string keys only and should serialise");
+        let sections: [&[u8]; N_SECTIONS] = [
+            &meta,
+            &self.model_bytes,
+            &self.optimizer_bytes,
+            &self.agent.nets,
+            &self.agent.optimizer,
+        ];
         let mut body = Vec::with_capacity(sections.iter().map(|s| s.len()).sum());
         for section in sections {
             body.extend_from_slice(section);
@@ -201,27 +216,53 @@ impl Checkpoint {
             operation: "read",
             source,
         })?;
-        let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
         if bytes.len() < 8 {
-            return Err(corrupt(format!("{} bytes is shorter than the {HEADER_LEN}-byte header", bytes.len())));
+            return Err(corrupt(format!(
+                "{} bytes is shorter than the {HEADER_LEN}-byte header",
+                bytes.len()
+            )));
         }
         if &bytes[..6] != MAGIC {
-            return Err(corrupt("not a worldmodel checkpoint (bad magic bytes)".into()));
+            return Err(corrupt(
+                "not a worldmodel checkpoint (bad magic bytes)".into(),
+            ));
         }
         let version = u16::from_le_bytes([bytes[6], bytes[7]]);
         if version == 1 {
-            return Err(CheckpointError::OldFormat { path: path.to_path_buf(), version });
+            return Err(CheckpointError::OldFormat {
+                path: path.to_path_buf(),
+                version,
+            });
         }
         if version != FORMAT_VERSION {
-            return Err(corrupt(format!("format version {version}, this build reads {FORMAT_VERSION}")));
+            return Err(corrupt(format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            )));
         }
         if bytes.len() < HEADER_LEN {
-            return Err(corrupt(format!("{} bytes is shorter than the {HEADER_LEN}-byte header", bytes.len())));
+            return Err(corrupt(format!(
+                "{} bytes is shorter than the {HEADER_LEN}-byte header",
+                bytes.len()
+            )));
         }
-        let read_u64 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes, inside the header"));
+        let read_u64 = |at: usize| {
+            u64::from_le_bytes(
+                bytes[at..at + 8]
+                    .try_into()
+                    .expect("8 bytes, inside the header"),
+            )
+        };
         let lens: Vec<u64> = (0..N_SECTIONS).map(|i| read_u64(8 + 8 * i)).collect();
         let crc_at = 8 + 8 * N_SECTIONS;
-        let stored_crc = u32::from_le_bytes(bytes[crc_at..crc_at + 4].try_into().expect("4 bytes, inside the header"));
+        let stored_crc = u32::from_le_bytes(
+            bytes[crc_at..crc_at + 4]
+                .try_into()
+                .expect("4 bytes, inside the header"),
+        );
         let body = &bytes[HEADER_LEN..];
         let expected_len = lens.iter().try_fold(0u64, |sum, &len| sum.checked_add(len));
         if expected_len != Some(body.len() as u64) {
@@ -233,7 +274,9 @@ impl Checkpoint {
         }
         let actual_crc = crc32fast::hash(body);
         if actual_crc != stored_crc {
-            return Err(corrupt(format!("checksum mismatch (stored {stored_crc:#010x}, computed {actual_crc:#010x})")));
+            return Err(corrupt(format!(
+                "checksum mismatch (stored {stored_crc:#010x}, computed {actual_crc:#010x})"
+            )));
         }
         let mut sections = Vec::with_capacity(N_SECTIONS);
         let mut start = 0usize;
@@ -241,13 +284,19 @@ impl Checkpoint {
             sections.push(&body[start..start + len as usize]);
             start += len as usize;
         }
-        let meta: CheckpointMeta = serde_json::from_slice(sections[0])
-            .map_err(|error| corrupt(format!("metadata at byte {HEADER_LEN} is not valid: {error}")))?;
+        let meta: CheckpointMeta = serde_json::from_slice(sections[0]).map_err(|error| {
+            corrupt(format!(
+                "metadata at byte {HEADER_LEN} is not valid: {error}"
+            ))
+        })?;
         Ok(Self {
             meta,
             model_bytes: sections[1].to_vec(),
             optimizer_bytes: sections[2].to_vec(),
-            agent: AgentRecords { nets: sections[3].to_vec(), optimizer: sections[4].to_vec() },
+            agent: AgentRecords {
+                nets: sections[3].to_vec(),
+                optimizer: sections[4].to_vec(),
+            },
         })
     }
 }
@@ -269,14 +318,22 @@ mod tests {
                 nonfinite_updates: 1,
                 model_kind: "rssm_gaussian".into(),
                 config_ron: "(env: \"cartpole\")".into(),
-                model_state: ModelState::Rssm { spec: wm_models::ModelSpec { obs_dim: 4, action: wm_models::ActionSpec::Discrete { n: 2 } } },
+                model_state: ModelState::Rssm {
+                    spec: wm_models::ModelSpec {
+                        obs_dim: 4,
+                        action: wm_models::ActionSpec::Discrete { n: 2 },
+                    },
+                },
                 rng: RngState::of(&ChaCha8Rng::seed_from_u64(3)),
                 agent_state: Some(serde_json::json!({"updates": 42})),
                 writer_version: "test".into(),
             },
             model_bytes: (0..=255).collect(),
             optimizer_bytes: vec![7; 33],
-            agent: AgentRecords { nets: vec![1, 2, 3], optimizer: vec![4; 9] },
+            agent: AgentRecords {
+                nets: vec![1, 2, 3],
+                optimizer: vec![4; 9],
+            },
         }
     }
 
@@ -298,7 +355,12 @@ mod tests {
         bytes.extend_from_slice(&[0; 28]);
         std::fs::write(&path, bytes).expect("write");
         let message = Checkpoint::load(&path).unwrap_err().to_string();
-        assert!(message.contains("format 1") && message.contains("agent.wmck") && message.contains("wm train --config"), "{message}");
+        assert!(
+            message.contains("format 1")
+                && message.contains("agent.wmck")
+                && message.contains("wm train --config"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -309,8 +371,20 @@ mod tests {
         std::fs::create_dir(&path).expect("mkdir");
         std::fs::write(path.join("x"), b"x").expect("write");
         let error = sample().save_atomic(&path).unwrap_err();
-        assert!(matches!(error, CheckpointError::Io { operation: "rename temporary file", .. }), "{error}");
-        assert!(!path.with_extension("tmp").exists(), "the temporary file was left behind");
+        assert!(
+            matches!(
+                error,
+                CheckpointError::Io {
+                    operation: "rename temporary file",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            !path.with_extension("tmp").exists(),
+            "the temporary file was left behind"
+        );
     }
 
     #[test]
@@ -319,7 +393,10 @@ mod tests {
         let path = dir.path().join("c.wmck");
         sample().save_atomic(&path).expect("save");
         assert_eq!(Checkpoint::load(&path).expect("load"), sample());
-        assert!(!path.with_extension("tmp").exists(), "the temporary file should be renamed away");
+        assert!(
+            !path.with_extension("tmp").exists(),
+            "the temporary file should be renamed away"
+        );
     }
 
     #[test]
@@ -332,7 +409,10 @@ mod tests {
         bytes[last] ^= 0x40;
         std::fs::write(&path, &bytes).expect("write");
         let message = Checkpoint::load(&path).unwrap_err().to_string();
-        assert!(message.contains("corrupt") && message.contains("checksum mismatch"), "{message}");
+        assert!(
+            message.contains("corrupt") && message.contains("checksum mismatch"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -344,7 +424,10 @@ mod tests {
         for cut in [0, 5, HEADER_LEN, bytes.len() - 1] {
             std::fs::write(&path, &bytes[..cut]).expect("write");
             let error = Checkpoint::load(&path).unwrap_err();
-            assert!(matches!(error, CheckpointError::Corrupt { .. }), "cut at {cut}: {error}");
+            assert!(
+                matches!(error, CheckpointError::Corrupt { .. }),
+                "cut at {cut}: {error}"
+            );
         }
     }
 

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use crate::model::ModelConfig;
+use serde::{Deserialize, Serialize};
 
 /// An error in a configuration file or an override.
 #[derive(Debug, thiserror::Error)]
@@ -205,15 +205,22 @@ impl TrainConfig {
     /// # Errors
     /// [`ConfigError`] naming the file, line and field for every kind of bad input.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_ron_str(&text, path, overrides)
     }
 
     /// As [`load`](Self::load), from text already read; `path` is only used in messages.
-    pub fn from_ron_str(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+    pub fn from_ron_str(
+        text: &str,
+        path: &Path,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
         // `implicit_some` lets optional fields be written plainly (`horizon: 15`, not `Some(15)`).
-        let options = ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
+        let options = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
         let config: TrainConfig = options.from_str(text).map_err(|error| ConfigError::Parse {
             path: path.to_path_buf(),
             line: error.position.line,
@@ -224,10 +231,16 @@ impl TrainConfig {
         // Compared without enum variants (`data.policy.Planner.elites` is `data.policy.elites`),
         // as `validate` names fields.
         let without_variants = |path: &str| -> String {
-            path.split('.').filter(|key| !key.chars().next().is_some_and(char::is_uppercase)).collect::<Vec<_>>().join(".")
+            path.split('.')
+                .filter(|key| !key.chars().next().is_some_and(char::is_uppercase))
+                .collect::<Vec<_>>()
+                .join(".")
         };
-        let overridden: BTreeSet<String> =
-            overrides.iter().filter_map(|o| o.split_once('=')).map(|(k, _)| without_variants(k.trim())).collect();
+        let overridden: BTreeSet<String> = overrides
+            .iter()
+            .filter_map(|o| o.split_once('='))
+            .map(|(k, _)| without_variants(k.trim()))
+            .collect();
         config.validate().map_err(|invalid| {
             let location = if overridden.contains(&invalid.field) {
                 "--set".to_string()
@@ -237,7 +250,11 @@ impl TrainConfig {
                     None => path.display().to_string(),
                 }
             };
-            ConfigError::Invalid { location, field: invalid.field, message: invalid.message }
+            ConfigError::Invalid {
+                location,
+                field: invalid.field,
+                message: invalid.message,
+            }
         })?;
         Ok(config)
     }
@@ -249,11 +266,16 @@ impl TrainConfig {
         if overrides.is_empty() {
             return Ok(self);
         }
-        let mut tree = serde_json::to_value(&self).expect("a config should always serialise to JSON");
+        let mut tree =
+            serde_json::to_value(&self).expect("a config should always serialise to JSON");
         for assignment in overrides {
-            let fail = |message: String| ConfigError::Override { assignment: assignment.clone(), message };
-            let (path, raw_value) =
-                assignment.split_once('=').ok_or_else(|| fail("expected `path.to.field=value`".into()))?;
+            let fail = |message: String| ConfigError::Override {
+                assignment: assignment.clone(),
+                message,
+            };
+            let (path, raw_value) = assignment
+                .split_once('=')
+                .ok_or_else(|| fail("expected `path.to.field=value`".into()))?;
             let value = serde_json::from_str(raw_value.trim())
                 .unwrap_or_else(|_| serde_json::Value::String(raw_value.trim().to_string()));
             let slot = find_slot(&mut tree, path.trim()).map_err(fail)?;
@@ -272,13 +294,26 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), InvalidField> {
         use wm_models::validate::{MAX_WIDTH, count, positive, within};
         if wm_envs::make(&self.env).is_err() {
-            return Err(InvalidField::new("env", format!("names no environment: `{}` (known: {})", self.env, wm_envs::ENV_NAMES.join(", "))));
+            return Err(InvalidField::new(
+                "env",
+                format!(
+                    "names no environment: `{}` (known: {})",
+                    self.env,
+                    wm_envs::ENV_NAMES.join(", ")
+                ),
+            ));
         }
-        self.model.validate().map_err(|invalid| invalid.within("model"))?;
+        self.model
+            .validate()
+            .map_err(|invalid| invalid.within("model"))?;
         match &self.data.policy {
             CollectPolicy::Random => {}
-            CollectPolicy::Planner(planner) => planner.validate().map_err(|invalid| invalid.within("data.policy"))?,
-            CollectPolicy::Actor(agent) => agent.validate().map_err(|invalid| invalid.within("data.policy"))?,
+            CollectPolicy::Planner(planner) => planner
+                .validate()
+                .map_err(|invalid| invalid.within("data.policy"))?,
+            CollectPolicy::Actor(agent) => agent
+                .validate()
+                .map_err(|invalid| invalid.within("data.policy"))?,
         }
         // Upper bounds keep a mistyped huge value from becoming an allocation that takes the
         // machine down; "every" periods may be anything from 1 (huge = never).
@@ -287,24 +322,55 @@ impl TrainConfig {
             ("data.eval_steps", self.data.eval_steps, 1 << 24),
             ("data.replay_capacity", self.data.replay_capacity, 1 << 27),
             ("pipeline.workers", self.pipeline.workers.max(1), 256),
-            ("pipeline.channel_capacity", self.pipeline.channel_capacity, MAX_WIDTH),
-            ("pipeline.tolerance_steps", self.pipeline.tolerance_steps, 1 << 30),
-            ("pipeline.weight_sync_every", self.pipeline.weight_sync_every, usize::MAX),
+            (
+                "pipeline.channel_capacity",
+                self.pipeline.channel_capacity,
+                MAX_WIDTH,
+            ),
+            (
+                "pipeline.tolerance_steps",
+                self.pipeline.tolerance_steps,
+                1 << 30,
+            ),
+            (
+                "pipeline.weight_sync_every",
+                self.pipeline.weight_sync_every,
+                usize::MAX,
+            ),
             ("optim.batch_size", self.optim.batch_size, MAX_WIDTH),
             ("optim.seq_len", self.optim.seq_len, 10_000),
             ("schedule.updates", self.schedule.updates, usize::MAX),
             ("schedule.log_every", self.schedule.log_every, usize::MAX),
             ("schedule.eval_every", self.schedule.eval_every, usize::MAX),
-            ("schedule.checkpoint_every", self.schedule.checkpoint_every, usize::MAX),
-            ("schedule.max_nonfinite_in_a_row", self.schedule.max_nonfinite_in_a_row, usize::MAX),
-            ("eval.max_nll_transitions", self.eval.max_nll_transitions, 1 << 24),
-            ("eval.periodic_iwae_samples", self.eval.periodic_iwae_samples, 100_000),
+            (
+                "schedule.checkpoint_every",
+                self.schedule.checkpoint_every,
+                usize::MAX,
+            ),
+            (
+                "schedule.max_nonfinite_in_a_row",
+                self.schedule.max_nonfinite_in_a_row,
+                usize::MAX,
+            ),
+            (
+                "eval.max_nll_transitions",
+                self.eval.max_nll_transitions,
+                1 << 24,
+            ),
+            (
+                "eval.periodic_iwae_samples",
+                self.eval.periodic_iwae_samples,
+                100_000,
+            ),
         ];
         for (field, value, max) in counts {
             count(field, value, max)?;
         }
         if self.eval.policy_episodes > 10_000 {
-            return Err(InvalidField::new("eval.policy_episodes", format!("must be at most 10000, got {}", self.eval.policy_episodes)));
+            return Err(InvalidField::new(
+                "eval.policy_episodes",
+                format!("must be at most 10000, got {}", self.eval.policy_episodes),
+            ));
         }
         positive("optim.lr", self.optim.lr)?;
         within("optim.lr", self.optim.lr, 0.0, 1.0)?;
@@ -314,25 +380,46 @@ impl TrainConfig {
         if self.data.replay_capacity < self.data.prefill_steps {
             return Err(InvalidField::new(
                 "data.replay_capacity",
-                format!("({}) must hold the prefill (data.prefill_steps = {})", self.data.replay_capacity, self.data.prefill_steps),
+                format!(
+                    "({}) must hold the prefill (data.prefill_steps = {})",
+                    self.data.replay_capacity, self.data.prefill_steps
+                ),
             ));
         }
-        if !(self.pipeline.replay_ratio.is_finite() && self.pipeline.replay_ratio > 0.0 && self.pipeline.replay_ratio <= 1e6) {
+        if !(self.pipeline.replay_ratio.is_finite()
+            && self.pipeline.replay_ratio > 0.0
+            && self.pipeline.replay_ratio <= 1e6)
+        {
             return Err(InvalidField::new(
                 "pipeline.replay_ratio",
-                format!("must be a positive number of updates per step, at most 1e6, got {}", self.pipeline.replay_ratio),
+                format!(
+                    "must be a positive number of updates per step, at most 1e6, got {}",
+                    self.pipeline.replay_ratio
+                ),
             ));
         }
-        if self.eval.iwae_samples.is_empty() || self.eval.iwae_samples.iter().any(|&k| k == 0 || k > 100_000) {
+        if self.eval.iwae_samples.is_empty()
+            || self
+                .eval
+                .iwae_samples
+                .iter()
+                .any(|&k| k == 0 || k > 100_000)
+        {
             return Err(InvalidField::new(
                 "eval.iwae_samples",
-                format!("must be a non-empty list of counts between 1 and 100000, got {:?}", self.eval.iwae_samples),
+                format!(
+                    "must be a non-empty list of counts between 1 and 100000, got {:?}",
+                    self.eval.iwae_samples
+                ),
             ));
         }
         if self.eval.horizons.is_empty() || self.eval.horizons.iter().any(|&h| h == 0 || h > 1000) {
             return Err(InvalidField::new(
                 "eval.horizons",
-                format!("must be a non-empty list of horizons between 1 and 1000, got {:?}", self.eval.horizons),
+                format!(
+                    "must be a non-empty list of horizons between 1 and 1000, got {:?}",
+                    self.eval.horizons
+                ),
             ));
         }
         Ok(())
@@ -351,20 +438,30 @@ pub use wm_models::InvalidField;
 
 /// Walks a dotted path through the JSON form of the config, stepping through an enum's variant
 /// object (`{"Cvae": {...}}`) when the path does not name the variant.
-fn find_slot<'a>(tree: &'a mut serde_json::Value, path: &str) -> Result<&'a mut serde_json::Value, String> {
+fn find_slot<'a>(
+    tree: &'a mut serde_json::Value,
+    path: &str,
+) -> Result<&'a mut serde_json::Value, String> {
     let mut node = tree;
     for key in path.split('.') {
-        let object = node.as_object().ok_or_else(|| format!("`{key}` is inside a value that has no fields"))?;
+        let object = node
+            .as_object()
+            .ok_or_else(|| format!("`{key}` is inside a value that has no fields"))?;
         // An externally tagged enum (`{"Cvae": {...}}`) is stepped through when its variant has the key.
         let variant = (!object.contains_key(key) && object.len() == 1)
             .then(|| object.iter().next().expect("one entry, checked above"))
-            .filter(|(tag, inner)| tag.chars().next().is_some_and(char::is_uppercase) && inner.get(key).is_some())
+            .filter(|(tag, inner)| {
+                tag.chars().next().is_some_and(char::is_uppercase) && inner.get(key).is_some()
+            })
             .map(|(tag, _)| tag.clone());
         if let Some(tag) = variant {
             node = node.get_mut(&tag).expect("checked above");
         } else if !object.contains_key(key) {
             let known: Vec<&str> = object.keys().map(String::as_str).collect();
-            return Err(format!("no field `{key}` here (fields: {})", known.join(", ")));
+            return Err(format!(
+                "no field `{key}` here (fields: {})",
+                known.join(", ")
+            ));
         }
         node = node.get_mut(key).expect("checked above");
     }
@@ -381,7 +478,9 @@ fn locate_field(text: &str, dotted: &str) -> Option<usize> {
         let pattern = format!("{key}:");
         let offset = lines[from..].iter().position(|line| {
             let trimmed = line.trim_start();
-            trimmed.starts_with(&pattern) || trimmed.contains(&format!("({pattern}")) || trimmed.contains(&format!(" {pattern}"))
+            trimmed.starts_with(&pattern)
+                || trimmed.contains(&format!("({pattern}"))
+                || trimmed.contains(&format!(" {pattern}"))
         })?;
         from += offset;
         found = Some(from + 1);
@@ -434,37 +533,67 @@ mod tests {
     fn missing_field_is_named() {
         let text = GOOD.replace("grad_clip: 100.0,", "");
         let message = parse(&text, &[]).unwrap_err().to_string();
-        assert!(message.contains("grad_clip") && message.starts_with("configs/test.ron:"), "{message}");
+        assert!(
+            message.contains("grad_clip") && message.starts_with("configs/test.ron:"),
+            "{message}"
+        );
     }
 
     #[test]
     fn negative_learning_rate_names_field_value_and_line() {
         let text = GOOD.replace("lr: 0.001", "lr: -0.1");
         let message = parse(&text, &[]).unwrap_err().to_string();
-        assert_eq!(message, "configs/test.ron:8: field `optim.lr` must be a positive number, got -0.1");
+        assert_eq!(
+            message,
+            "configs/test.ron:8: field `optim.lr` must be a positive number, got -0.1"
+        );
     }
 
     #[test]
     fn zero_batch_is_rejected() {
-        let message = parse(GOOD, &["optim.batch_size=0"]).unwrap_err().to_string();
-        assert_eq!(message, "--set: field `optim.batch_size` must be between 1 and 65536, got 0");
+        let message = parse(GOOD, &["optim.batch_size=0"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "--set: field `optim.batch_size` must be between 1 and 65536, got 0"
+        );
     }
 
     #[test]
     fn overrides_reach_nested_fields_and_enum_contents() {
-        let config = parse(GOOD, &["optim.lr=0.01", "env=pendulum", "eval.horizons=[1, 10]"]).expect("valid overrides");
-        assert_eq!((config.optim.lr, config.env.as_str(), config.eval.horizons.clone()), (0.01, "pendulum", vec![1, 10]));
+        let config = parse(
+            GOOD,
+            &["optim.lr=0.01", "env=pendulum", "eval.horizons=[1, 10]"],
+        )
+        .expect("valid overrides");
+        assert_eq!(
+            (
+                config.optim.lr,
+                config.env.as_str(),
+                config.eval.horizons.clone()
+            ),
+            (0.01, "pendulum", vec![1, 10])
+        );
     }
 
     #[test]
     fn override_of_unknown_field_lists_the_known_ones() {
-        let message = parse(GOOD, &["optim.learning_rate=1"]).unwrap_err().to_string();
-        assert!(message.contains("no field `learning_rate`") && message.contains("batch_size"), "{message}");
+        let message = parse(GOOD, &["optim.learning_rate=1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("no field `learning_rate`") && message.contains("batch_size"),
+            "{message}"
+        );
     }
 
     #[test]
     fn unknown_environment_is_rejected() {
         let message = parse(GOOD, &["env=acrobot"]).unwrap_err().to_string();
-        assert!(message.contains("`env`") && message.contains("acrobot"), "{message}");
+        assert!(
+            message.contains("`env`") && message.contains("acrobot"),
+            "{message}"
+        );
     }
 }

@@ -7,7 +7,6 @@ use wm_envs::{Env, EnvError, Space};
 use wm_models::{ActionSpec, ModelSpec, TransitionTensors};
 use wm_replay::{EpisodeBuilder, ReplayBuffer, ReplayError, ReplaySpec, TransitionBatch};
 
-
 /// Errors while collecting data.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -46,7 +45,10 @@ pub fn model_spec(env: &dyn Env) -> ModelSpec {
         Space::Discrete { n } => ActionSpec::Discrete { n },
         Space::Box { low, high } => ActionSpec::Continuous { low, high },
     };
-    ModelSpec { obs_dim: env.observation_space().width(), action }
+    ModelSpec {
+        obs_dim: env.observation_space().width(),
+        action,
+    }
 }
 
 /// Steps `env` with uniformly random actions and stores whole episodes in `buffer` until at
@@ -107,10 +109,20 @@ pub fn all_transitions(buffer: &ReplayBuffer, limit: usize) -> TransitionBatch {
                 break 'episodes;
             }
             batch.obs.extend_from_slice(episode.observation(obs_dim, t));
-            batch.actions.extend_from_slice(episode.action(action_width, t));
+            batch
+                .actions
+                .extend_from_slice(episode.action(action_width, t));
             batch.rewards.push(episode.rewards[t]);
-            batch.next_obs.extend_from_slice(episode.observation(obs_dim, t + 1));
-            batch.terminated.push(if episode.terminated && t + 1 == episode.len() { 1.0 } else { 0.0 });
+            batch
+                .next_obs
+                .extend_from_slice(episode.observation(obs_dim, t + 1));
+            batch
+                .terminated
+                .push(if episode.terminated && t + 1 == episode.len() {
+                    1.0
+                } else {
+                    0.0
+                });
             batch.batch_size += 1;
         }
     }
@@ -118,7 +130,11 @@ pub fn all_transitions(buffer: &ReplayBuffer, limit: usize) -> TransitionBatch {
 }
 
 /// The rows `range` of a flat batch, as tensors on `device`.
-pub fn to_tensors(batch: &TransitionBatch, range: std::ops::Range<usize>, device: &wm_backend::Device) -> TransitionTensors {
+pub fn to_tensors(
+    batch: &TransitionBatch,
+    range: std::ops::Range<usize>,
+    device: &wm_backend::Device,
+) -> TransitionTensors {
     let (o, a) = (batch.obs_dim, batch.action_width);
     TransitionTensors::from_host(
         &batch.obs[range.start * o..range.end * o],
@@ -146,9 +162,15 @@ mod tests {
             (stats, buffer.episodes().cloned().collect::<Vec<_>>())
         };
         let (stats, episodes) = collect(3);
-        assert!(stats.steps >= 200 && stats.episodes == episodes.len(), "{stats:?}");
+        assert!(
+            stats.steps >= 200 && stats.episodes == episodes.len(),
+            "{stats:?}"
+        );
         assert_eq!(stats.steps, episodes.iter().map(|e| e.len()).sum::<usize>());
-        assert_eq!(stats.terminated, stats.episodes, "random CartPole episodes end by termination");
+        assert_eq!(
+            stats.terminated, stats.episodes,
+            "random CartPole episodes end by termination"
+        );
         assert_eq!(collect(3).1, episodes, "same seed, same episodes");
         assert_ne!(collect(4).1, episodes, "another seed, other episodes");
     }
@@ -160,7 +182,10 @@ mod tests {
         let stats = collect_episodes(env.as_mut(), 0, 100, &mut buffer).expect("collect");
         let batch = all_transitions(&buffer, usize::MAX);
         assert_eq!(batch.batch_size, stats.steps);
-        assert_eq!(batch.terminated.iter().filter(|&&t| t == 1.0).count(), stats.terminated);
+        assert_eq!(
+            batch.terminated.iter().filter(|&&t| t == 1.0).count(),
+            stats.terminated
+        );
         assert_eq!(all_transitions(&buffer, 10).batch_size, 10);
     }
 }

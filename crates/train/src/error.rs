@@ -77,13 +77,22 @@ pub enum TrainError {
     },
     /// The weights became non-finite although every applied update was finite; nothing was
     /// written.
-    #[error("the model's weights are not finite at update {update}; the checkpoint was not written (the last good one is kept)")]
+    #[error(
+        "the model's weights are not finite at update {update}; the checkpoint was not written (the last good one is kept)"
+    )]
     NonFiniteWeights {
         /// The update.
         update: u64,
     },
 }
 
-pub(crate) fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
-    move |source| TrainError::Io { operation, path: path.to_path_buf(), source }
+pub(crate) fn io_error<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
+    move |source| TrainError::Io {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    }
 }

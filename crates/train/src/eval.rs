@@ -157,8 +157,18 @@ pub struct EvalReport {
 
 /// Evaluates `model` (already without autodiff) on the held-out episodes of `buffer` with the
 /// protocol of the module docs.
-pub fn evaluate_any(model: &AnyModel, buffer: &ReplayBuffer, options: &EvalOptions, update: u64, device: &wm_backend::Device) -> EvalReport {
-    let mut report = model.visit_eval(Evaluate { buffer, options, device });
+pub fn evaluate_any(
+    model: &AnyModel,
+    buffer: &ReplayBuffer,
+    options: &EvalOptions,
+    update: u64,
+    device: &wm_backend::Device,
+) -> EvalReport {
+    let mut report = model.visit_eval(Evaluate {
+        buffer,
+        options,
+        device,
+    });
     report.model = model.kind().to_string();
     report.update = update;
     report
@@ -178,7 +188,12 @@ impl EvalModelVisitor for Evaluate<'_> {
 }
 
 /// Evaluates any [`EvalModel`]; the report's `model` and `update` are left for the caller.
-pub fn evaluate<M: EvalModel>(model: &M, buffer: &ReplayBuffer, options: &EvalOptions, device: &wm_backend::Device) -> EvalReport {
+pub fn evaluate<M: EvalModel>(
+    model: &M,
+    buffer: &ReplayBuffer,
+    options: &EvalOptions,
+    device: &wm_backend::Device,
+) -> EvalReport {
     let mut ks = options.iwae_samples.clone();
     ks.retain(|&k| k > 0);
     ks.sort_unstable();
@@ -201,19 +216,44 @@ pub fn evaluate<M: EvalModel>(model: &M, buffer: &ReplayBuffer, options: &EvalOp
         let steps = chunk.iter().map(|e| e.len()).max().unwrap_or(1);
         let states = filtered_states(model, chunk, steps, device);
         // Horizon 1 from every step.
-        let every: Vec<(usize, usize)> = chunk.iter().enumerate().flat_map(|(e, episode)| (0..episode.len()).map(move |t| (e, t))).collect();
-        imagine_windows(model, &states, chunk, steps, &every, 1, device, |episode, t0, _, obs, predicted_reward, cont| {
-            one_step.add(1, obs, episode.observation(o, t0 + 1));
-            reward.add(predicted_reward, episode.rewards[t0]);
-            termination.add(episode.terminated && t0 + 1 == episode.len(), cont < 0.5);
-        });
+        let every: Vec<(usize, usize)> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(e, episode)| (0..episode.len()).map(move |t| (e, t)))
+            .collect();
+        imagine_windows(
+            model,
+            &states,
+            chunk,
+            steps,
+            &every,
+            1,
+            device,
+            |episode, t0, _, obs, predicted_reward, cont| {
+                one_step.add(1, obs, episode.observation(o, t0 + 1));
+                reward.add(predicted_reward, episode.rewards[t0]);
+                termination.add(episode.terminated && t0 + 1 == episode.len(), cont < 0.5);
+            },
+        );
         // Open loop from the strided windows of these episodes.
         if max_horizon > 0 {
-            let mine: Vec<(usize, usize)> =
-                windows.iter().filter(|(e, _)| (first..first + count).contains(e)).map(|&(e, t0)| (e - first, t0)).collect();
-            imagine_windows(model, &states, chunk, steps, &mine, max_horizon, device, |episode, t0, h, obs, _, _| {
-                open_loop.add(h, obs, episode.observation(o, t0 + h));
-            });
+            let mine: Vec<(usize, usize)> = windows
+                .iter()
+                .filter(|(e, _)| (first..first + count).contains(e))
+                .map(|&(e, t0)| (e - first, t0))
+                .collect();
+            imagine_windows(
+                model,
+                &states,
+                chunk,
+                steps,
+                &mine,
+                max_horizon,
+                device,
+                |episode, t0, h, obs, _, _| {
+                    open_loop.add(h, obs, episode.observation(o, t0 + h));
+                },
+            );
         }
     }
     EvalReport {
@@ -222,8 +262,15 @@ pub fn evaluate<M: EvalModel>(model: &M, buffer: &ReplayBuffer, options: &EvalOp
         transitions: buffer.n_transitions(),
         nll: nll.entries,
         nll_note: nll.note,
-        one_step_rmse_per_dim: one_step.entry(1).map(|e| e.rmse_per_dim).unwrap_or_default(),
-        open_loop: options.horizons.iter().filter_map(|&h| open_loop.entry(h)).collect(),
+        one_step_rmse_per_dim: one_step
+            .entry(1)
+            .map(|e| e.rmse_per_dim)
+            .unwrap_or_default(),
+        open_loop: options
+            .horizons
+            .iter()
+            .filter_map(|&h| open_loop.entry(h))
+            .collect(),
         reward_rmse: reward.rmse(),
         termination_accuracy: termination.accuracy(),
         termination_recall: termination.recall(),
@@ -235,8 +282,15 @@ pub fn evaluate<M: EvalModel>(model: &M, buffer: &ReplayBuffer, options: &EvalOp
 /// `(episode, t0)` every [`OPEN_LOOP_STRIDE`] steps of every episode, thinned evenly to at most
 /// `max_windows`.
 fn open_loop_windows(episodes: &[&Episode], max_windows: usize) -> Vec<(usize, usize)> {
-    let mut windows: Vec<(usize, usize)> =
-        episodes.iter().enumerate().flat_map(|(e, episode)| (0..episode.len()).step_by(OPEN_LOOP_STRIDE).map(move |t0| (e, t0))).collect();
+    let mut windows: Vec<(usize, usize)> = episodes
+        .iter()
+        .enumerate()
+        .flat_map(|(e, episode)| {
+            (0..episode.len())
+                .step_by(OPEN_LOOP_STRIDE)
+                .map(move |t0| (e, t0))
+        })
+        .collect();
     if windows.len() > max_windows {
         let stride = windows.len().div_ceil(max_windows.max(1));
         windows = windows.into_iter().step_by(stride).collect();
@@ -267,15 +321,27 @@ fn filter_chunks(episodes: &[&Episode]) -> Vec<(usize, usize)> {
 /// The history of episodes as a [`Context`]: observations `o_0..o_{steps-1}` (zeros past an
 /// episode's end), the action that led to each (zeros at `t = 0` and past the end), `is_first`
 /// at `t = 0`.
-fn history_context(episodes: &[&Episode], steps: usize, o: usize, a: usize, device: &wm_backend::Device) -> Context {
+fn history_context(
+    episodes: &[&Episode],
+    steps: usize,
+    o: usize,
+    a: usize,
+    device: &wm_backend::Device,
+) -> Context {
     let b = episodes.len();
-    let (mut obs, mut action, mut first) = (vec![0.0f32; b * steps * o], vec![0.0f32; b * steps * a], vec![0.0f32; b * steps]);
+    let (mut obs, mut action, mut first) = (
+        vec![0.0f32; b * steps * o],
+        vec![0.0f32; b * steps * a],
+        vec![0.0f32; b * steps],
+    );
     for (row, episode) in episodes.iter().enumerate() {
         first[row * steps] = 1.0;
         for t in 0..steps.min(episode.len() + 1) {
-            obs[(row * steps + t) * o..(row * steps + t + 1) * o].copy_from_slice(episode.observation(o, t));
+            obs[(row * steps + t) * o..(row * steps + t + 1) * o]
+                .copy_from_slice(episode.observation(o, t));
             if t > 0 {
-                action[(row * steps + t) * a..(row * steps + t + 1) * a].copy_from_slice(episode.action(a, t - 1));
+                action[(row * steps + t) * a..(row * steps + t + 1) * a]
+                    .copy_from_slice(episode.action(a, t - 1));
             }
         }
     }
@@ -287,7 +353,12 @@ fn history_context(episodes: &[&Episode], steps: usize, o: usize, a: usize, devi
 }
 
 /// The filtered state at every step `t < steps` of each episode, row `e * steps + t`.
-fn filtered_states<M: EvalModel>(model: &M, episodes: &[&Episode], steps: usize, device: &wm_backend::Device) -> M::State {
+fn filtered_states<M: EvalModel>(
+    model: &M,
+    episodes: &[&Episode],
+    steps: usize,
+    device: &wm_backend::Device,
+) -> M::State {
     let (o, a) = (model.obs_dim(), model.action_spec().raw_width());
     model.start_every_step(&history_context(episodes, steps, o, a, device), false)
 }
@@ -313,23 +384,41 @@ fn imagine_windows<M: EvalModel>(
         // Past an episode's end the last action is repeated (those steps are not scored).
         let actions: Vec<f32> = chunk
             .iter()
-            .flat_map(|&(e, t0)| (0..horizon).flat_map(move |h| episodes[e].action(a, (t0 + h).min(episodes[e].len() - 1)).to_vec()))
+            .flat_map(|&(e, t0)| {
+                (0..horizon).flat_map(move |h| {
+                    episodes[e]
+                        .action(a, (t0 + h).min(episodes[e].len() - 1))
+                        .to_vec()
+                })
+            })
             .collect();
-        let actions = Tensor::<3>::from_data(TensorData::new(actions, [chunk.len(), horizon, a]), device);
+        let actions =
+            Tensor::<3>::from_data(TensorData::new(actions, [chunk.len(), horizon, a]), device);
         let rollout = WorldModel::imagine(model, &start, ImagineActions::Sequence(actions), false);
         let obs = host(rollout.obs);
         let (reward, cont) = (host(rollout.reward), host(rollout.continue_prob));
         for (row, &(e, t0)) in chunk.iter().enumerate() {
             for h in 1..=horizon.min(episodes[e].len() - t0) {
                 let index = row * horizon + h - 1;
-                score(episodes[e], t0, h, &obs[index * o..(index + 1) * o], reward[index], cont[index]);
+                score(
+                    episodes[e],
+                    t0,
+                    h,
+                    &obs[index * o..(index + 1) * o],
+                    reward[index],
+                    cont[index],
+                );
             }
         }
     }
 }
 
 fn host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().try_to_vec::<f32>().expect("model outputs should be f32")
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("model outputs should be f32")
 }
 
 /// Shows `model` the first [`CONTEXT_STEPS`] observations of each episode (the RSSM filters
@@ -361,45 +450,108 @@ pub fn imagine_from_context(
     impl EvalModelVisitor for FromContext<'_> {
         type Output = (Vec<f32>, Vec<f32>, Vec<f32>);
         fn visit<M: EvalModel>(self, model: &M) -> Self::Output {
-            let Self { episodes, horizon, o, a, sample, device } = self;
-            assert!(episodes.iter().all(|e| e.len() >= CONTEXT_STEPS), "every episode needs {CONTEXT_STEPS} steps");
-            let start = model.start(&history_context(episodes, CONTEXT_STEPS, o, a, device), false);
+            let Self {
+                episodes,
+                horizon,
+                o,
+                a,
+                sample,
+                device,
+            } = self;
+            assert!(
+                episodes.iter().all(|e| e.len() >= CONTEXT_STEPS),
+                "every episode needs {CONTEXT_STEPS} steps"
+            );
+            let start = model.start(
+                &history_context(episodes, CONTEXT_STEPS, o, a, device),
+                false,
+            );
             let first = CONTEXT_STEPS - 1;
-            let actions: Vec<f32> =
-                episodes.iter().flat_map(|e| (0..horizon).flat_map(move |h| e.action(a, (first + h).min(e.len() - 1)).to_vec())).collect();
-            let actions = Tensor::<3>::from_data(TensorData::new(actions, [episodes.len(), horizon, a]), device);
-            let rollout = WorldModel::imagine(model, &start, ImagineActions::Sequence(actions), sample);
-            (host(rollout.obs), host(rollout.reward), host(rollout.continue_prob))
+            let actions: Vec<f32> = episodes
+                .iter()
+                .flat_map(|e| {
+                    (0..horizon)
+                        .flat_map(move |h| e.action(a, (first + h).min(e.len() - 1)).to_vec())
+                })
+                .collect();
+            let actions = Tensor::<3>::from_data(
+                TensorData::new(actions, [episodes.len(), horizon, a]),
+                device,
+            );
+            let rollout =
+                WorldModel::imagine(model, &start, ImagineActions::Sequence(actions), sample);
+            (
+                host(rollout.obs),
+                host(rollout.reward),
+                host(rollout.continue_prob),
+            )
         }
     }
-    model.visit_eval(FromContext { episodes, horizon, o, a, sample, device })
+    model.visit_eval(FromContext {
+        episodes,
+        horizon,
+        o,
+        a,
+        sample,
+        device,
+    })
 }
 
 impl EvalReport {
     /// The NLL of the next observation given the past with `k` samples: the exact entry (any
     /// `k`), or the IWAE or predictive entry with this `k`.
     pub fn next_observation_nll(&self, k: usize) -> Option<&NllEntry> {
-        self.nll.iter().find(|e| e.estimator == NllEstimator::Exact || (e.scores_next_observation() && e.k == k))
+        self.nll.iter().find(|e| {
+            e.estimator == NllEstimator::Exact || (e.scores_next_observation() && e.k == k)
+        })
     }
 
     /// The report as a plain-text table.
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "model {} after {} updates, {} held-out transitions", self.model, self.update, self.transitions);
-        let _ = writeln!(out, "held-out NLL, nats per dimension in raw observation units (lower is better)");
+        let _ = writeln!(
+            out,
+            "model {} after {} updates, {} held-out transitions",
+            self.model, self.update, self.transitions
+        );
+        let _ = writeln!(
+            out,
+            "held-out NLL, nats per dimension in raw observation units (lower is better)"
+        );
         for entry in &self.nll {
-            let what = if entry.estimator == NllEstimator::SequenceIwae { "observations" } else { "transitions" };
-            let _ = writeln!(out, "  {:<22} {:>9.4}   ({} {what})", entry.label(), entry.nats_per_dim, entry.transitions);
+            let what = if entry.estimator == NllEstimator::SequenceIwae {
+                "observations"
+            } else {
+                "transitions"
+            };
+            let _ = writeln!(
+                out,
+                "  {:<22} {:>9.4}   ({} {what})",
+                entry.label(),
+                entry.nats_per_dim,
+                entry.transitions
+            );
         }
         if let Some(note) = &self.nll_note {
             let _ = writeln!(out, "  {note}");
         }
-        let dims: Vec<String> = self.one_step_rmse_per_dim.iter().map(|v| format!("{v:.4}")).collect();
+        let dims: Vec<String> = self
+            .one_step_rmse_per_dim
+            .iter()
+            .map(|v| format!("{v:.4}"))
+            .collect();
         let _ = writeln!(out, "one-step RMSE per dimension: [{}]", dims.join(", "));
-        let _ = writeln!(out, "open-loop RMSE (mean over dimensions; filtered from the episode start, then imagined)");
+        let _ = writeln!(
+            out,
+            "open-loop RMSE (mean over dimensions; filtered from the episode start, then imagined)"
+        );
         for entry in &self.open_loop {
-            let _ = writeln!(out, "  h = {:<4} {:>9.4}   ({} windows)", entry.horizon, entry.rmse, entry.windows);
+            let _ = writeln!(
+                out,
+                "  h = {:<4} {:>9.4}   ({} windows)",
+                entry.horizon, entry.rmse, entry.windows
+            );
         }
         let _ = writeln!(out, "reward RMSE: {:.4}", self.reward_rmse);
         let _ = writeln!(
@@ -408,7 +560,10 @@ impl EvalReport {
             self.termination_accuracy, self.termination_recall
         );
         if let (Some(ret), Some(length)) = (self.policy_return, self.policy_episode_length) {
-            let _ = writeln!(out, "acting policy on the real environment: mean return {ret:.1}, mean episode length {length:.1}");
+            let _ = writeln!(
+                out,
+                "acting policy on the real environment: mean return {ret:.1}, mean episode length {length:.1}"
+            );
         }
         out
     }
@@ -420,39 +575,101 @@ impl EvalReport {
         use std::fmt::Write;
         let mut out = String::new();
         let name = |r: &EvalReport| format!("{} ({})", r.model, r.update);
-        let _ = writeln!(out, "{:<34} {:>26} {:>26}", "metric", name(self), name(other));
+        let _ = writeln!(
+            out,
+            "{:<34} {:>26} {:>26}",
+            "metric",
+            name(self),
+            name(other)
+        );
         let cell = |entry: Option<&NllEntry>| match entry {
             Some(e) => format!("{:.4} ({})", e.nats_per_dim, e.label()),
             None => "-".to_string(),
         };
-        let mut ks: Vec<usize> = self.nll.iter().chain(&other.nll).filter(|e| e.estimator != NllEstimator::Exact).map(|e| e.k).collect();
+        let mut ks: Vec<usize> = self
+            .nll
+            .iter()
+            .chain(&other.nll)
+            .filter(|e| e.estimator != NllEstimator::Exact)
+            .map(|e| e.k)
+            .collect();
         ks.sort_unstable();
         ks.dedup();
         if ks.is_empty() && (!self.nll.is_empty() || !other.nll.is_empty()) {
             ks.push(1);
         }
         for &k in &ks {
-            let _ = writeln!(out, "{:<34} {:>26} {:>26}", format!("NLL next observation, k = {k}"), cell(self.next_observation_nll(k)), cell(other.next_observation_nll(k)));
+            let _ = writeln!(
+                out,
+                "{:<34} {:>26} {:>26}",
+                format!("NLL next observation, k = {k}"),
+                cell(self.next_observation_nll(k)),
+                cell(other.next_observation_nll(k))
+            );
         }
         for &k in &ks {
-            let sequence = |r: &EvalReport| r.nll.iter().find(|e| e.estimator == NllEstimator::SequenceIwae && e.k == k).map(|e| format!("{:.4}", e.nats_per_dim)).unwrap_or_else(|| "-".into());
+            let sequence = |r: &EvalReport| {
+                r.nll
+                    .iter()
+                    .find(|e| e.estimator == NllEstimator::SequenceIwae && e.k == k)
+                    .map(|e| format!("{:.4}", e.nats_per_dim))
+                    .unwrap_or_else(|| "-".into())
+            };
             let (a, b) = (sequence(self), sequence(other));
             if a != "-" || b != "-" {
-                let _ = writeln!(out, "{:<34} {:>26} {:>26}", format!("NLL sequence bound, k = {k}"), a, b);
+                let _ = writeln!(
+                    out,
+                    "{:<34} {:>26} {:>26}",
+                    format!("NLL sequence bound, k = {k}"),
+                    a,
+                    b
+                );
             }
         }
         let mean_rmse = |r: &EvalReport| {
             let n = r.one_step_rmse_per_dim.len().max(1) as f64;
             (r.one_step_rmse_per_dim.iter().map(|v| v * v).sum::<f64>() / n).sqrt()
         };
-        let _ = writeln!(out, "{:<34} {:>26.4} {:>26.4}", "one-step RMSE", mean_rmse(self), mean_rmse(other));
+        let _ = writeln!(
+            out,
+            "{:<34} {:>26.4} {:>26.4}",
+            "one-step RMSE",
+            mean_rmse(self),
+            mean_rmse(other)
+        );
         for entry in &self.open_loop {
-            let theirs = other.open_loop.iter().find(|e| e.horizon == entry.horizon).map(|e| format!("{:.4}", e.rmse)).unwrap_or_else(|| "-".into());
-            let _ = writeln!(out, "{:<34} {:>26.4} {:>26}", format!("open-loop RMSE h = {} ({} windows)", entry.horizon, entry.windows), entry.rmse, theirs);
+            let theirs = other
+                .open_loop
+                .iter()
+                .find(|e| e.horizon == entry.horizon)
+                .map(|e| format!("{:.4}", e.rmse))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<34} {:>26.4} {:>26}",
+                format!(
+                    "open-loop RMSE h = {} ({} windows)",
+                    entry.horizon, entry.windows
+                ),
+                entry.rmse,
+                theirs
+            );
         }
-        let _ = writeln!(out, "{:<34} {:>26.4} {:>26.4}", "reward RMSE", self.reward_rmse, other.reward_rmse);
-        let _ = writeln!(out, "{:<34} {:>26.4} {:>26.4}", "termination accuracy", self.termination_accuracy, other.termination_accuracy);
-        let _ = writeln!(out, "{:<34} {:>26.4} {:>26.4}", "termination recall", self.termination_recall, other.termination_recall);
+        let _ = writeln!(
+            out,
+            "{:<34} {:>26.4} {:>26.4}",
+            "reward RMSE", self.reward_rmse, other.reward_rmse
+        );
+        let _ = writeln!(
+            out,
+            "{:<34} {:>26.4} {:>26.4}",
+            "termination accuracy", self.termination_accuracy, other.termination_accuracy
+        );
+        let _ = writeln!(
+            out,
+            "{:<34} {:>26.4} {:>26.4}",
+            "termination recall", self.termination_recall, other.termination_recall
+        );
         for (r, notes) in [(self, &self.nll_note), (other, &other.nll_note)] {
             if let Some(note) = notes {
                 let _ = writeln!(out, "{}: {note}", r.model);
@@ -468,7 +685,9 @@ mod tests {
     use crate::data::{collect_episodes, model_spec, replay_spec};
     use crate::eval_model::HeldOutNll;
     use crate::model::ModelConfig;
-    use wm_models::{ActionSpec, CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, Normalizer};
+    use wm_models::{
+        ActionSpec, CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, Normalizer,
+    };
     use wm_rssm::RssmConfig;
 
     fn held_out(seed: u64, steps: usize) -> (ReplayBuffer, wm_models::ModelSpec) {
@@ -479,7 +698,12 @@ mod tests {
     }
 
     fn options(ks: Vec<usize>) -> EvalOptions {
-        EvalOptions { iwae_samples: ks, max_nll_transitions: 50, horizons: vec![1, 5, 20], max_open_loop_windows: 4096 }
+        EvalOptions {
+            iwae_samples: ks,
+            max_nll_transitions: 50,
+            horizons: vec![1, 5, 20],
+            max_open_loop_windows: 4096,
+        }
     }
 
     /// Predicts that nothing changes: `o_{t0+h} = o_t0`, reward 0, never terminal.
@@ -499,12 +723,27 @@ mod tests {
         fn start(&self, context: &Context, _sample: bool) -> Tensor<2> {
             context.obs().clone()
         }
-        fn observe_step(&self, _state: &Tensor<2>, _action: Tensor<2>, obs: Tensor<2>, _sample: bool) -> Tensor<2> {
+        fn observe_step(
+            &self,
+            _state: &Tensor<2>,
+            _action: Tensor<2>,
+            obs: Tensor<2>,
+            _sample: bool,
+        ) -> Tensor<2> {
             obs
         }
-        fn step(&self, state: &Tensor<2>, _action: Tensor<2>, _sample: bool) -> (Tensor<2>, wm_imagine::StepPrediction) {
+        fn step(
+            &self,
+            state: &Tensor<2>,
+            _action: Tensor<2>,
+            _sample: bool,
+        ) -> (Tensor<2>, wm_imagine::StepPrediction) {
             let (b, device) = (state.dims()[0], state.device());
-            let prediction = wm_imagine::StepPrediction { obs: state.clone(), reward: Tensor::zeros([b], &device), continue_prob: Tensor::ones([b], &device) };
+            let prediction = wm_imagine::StepPrediction {
+                obs: state.clone(),
+                reward: Tensor::zeros([b], &device),
+                continue_prob: Tensor::ones([b], &device),
+            };
             (state.clone(), prediction)
         }
         fn observation(&self, state: &Tensor<2>) -> Tensor<2> {
@@ -522,9 +761,18 @@ mod tests {
         fn select_rows(&self, state: &Tensor<2>, rows: &[usize]) -> Tensor<2> {
             let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             let device = state.device();
-            state.clone().select(0, Tensor::from_data(TensorData::new(index, [rows.len()]), &device))
+            state.clone().select(
+                0,
+                Tensor::from_data(TensorData::new(index, [rows.len()]), &device),
+            )
         }
-        fn held_out_nll(&self, _: &ReplayBuffer, _: usize, _: &[usize], _: &wm_backend::Device) -> HeldOutNll {
+        fn held_out_nll(
+            &self,
+            _: &ReplayBuffer,
+            _: usize,
+            _: &[usize],
+            _: &wm_backend::Device,
+        ) -> HeldOutNll {
             HeldOutNll::default()
         }
     }
@@ -537,37 +785,75 @@ mod tests {
         let device = wm_backend::test_device();
         let (buffer, spec) = held_out(3, 450);
         let o = spec.obs_dim;
-        let model = Persist { action: spec.action.clone(), obs_dim: o };
+        let model = Persist {
+            action: spec.action.clone(),
+            obs_dim: o,
+        };
         let report = evaluate(&model, &buffer, &options(vec![1]), &device);
         let episodes: Vec<&Episode> = buffer.episodes().collect();
         let expected = |h: usize, stride: usize| {
             let (mut squared, mut per_dim, mut n) = (0.0f64, vec![0.0f64; o], 0usize);
             for episode in &episodes {
-                for t0 in (0..episode.len()).step_by(stride).filter(|t0| t0 + h <= episode.len()) {
+                for t0 in (0..episode.len())
+                    .step_by(stride)
+                    .filter(|t0| t0 + h <= episode.len())
+                {
                     for d in 0..o {
-                        let e = f64::from(episode.observation(o, t0)[d]) - f64::from(episode.observation(o, t0 + h)[d]);
+                        let e = f64::from(episode.observation(o, t0)[d])
+                            - f64::from(episode.observation(o, t0 + h)[d]);
                         squared += e * e;
                         per_dim[d] += e * e;
                     }
                     n += 1;
                 }
             }
-            ((squared / (n * o) as f64).sqrt(), per_dim.iter().map(|s| (s / n as f64).sqrt()).collect::<Vec<_>>(), n)
+            (
+                (squared / (n * o) as f64).sqrt(),
+                per_dim
+                    .iter()
+                    .map(|s| (s / n as f64).sqrt())
+                    .collect::<Vec<_>>(),
+                n,
+            )
         };
         let (_, one_step, n) = expected(1, 1);
         assert_eq!(n, buffer.n_transitions());
         for (got, want) in report.one_step_rmse_per_dim.iter().zip(&one_step) {
-            assert!((got - want).abs() < 1e-9, "one-step {:?} vs {one_step:?}", report.one_step_rmse_per_dim);
+            assert!(
+                (got - want).abs() < 1e-9,
+                "one-step {:?} vs {one_step:?}",
+                report.one_step_rmse_per_dim
+            );
         }
         for entry in &report.open_loop {
             let (rmse, _, windows) = expected(entry.horizon, OPEN_LOOP_STRIDE);
             assert_eq!(entry.windows, windows, "h = {}", entry.horizon);
-            assert!((entry.rmse - rmse).abs() < 1e-9, "h = {}: {} vs {rmse}", entry.horizon, entry.rmse);
+            assert!(
+                (entry.rmse - rmse).abs() < 1e-9,
+                "h = {}: {} vs {rmse}",
+                entry.horizon,
+                entry.rmse
+            );
         }
-        assert_eq!(report.open_loop.iter().map(|e| e.horizon).collect::<Vec<_>>(), [1, 5, 20]);
-        let rewards: Vec<f64> = episodes.iter().flat_map(|e| e.rewards.iter().map(|&r| f64::from(r))).collect();
-        let reward_rmse = (rewards.iter().map(|r| r * r).sum::<f64>() / rewards.len() as f64).sqrt();
-        assert!((report.reward_rmse - reward_rmse).abs() < 1e-9, "{} vs {reward_rmse}", report.reward_rmse);
+        assert_eq!(
+            report
+                .open_loop
+                .iter()
+                .map(|e| e.horizon)
+                .collect::<Vec<_>>(),
+            [1, 5, 20]
+        );
+        let rewards: Vec<f64> = episodes
+            .iter()
+            .flat_map(|e| e.rewards.iter().map(|&r| f64::from(r)))
+            .collect();
+        let reward_rmse =
+            (rewards.iter().map(|r| r * r).sum::<f64>() / rewards.len() as f64).sqrt();
+        assert!(
+            (report.reward_rmse - reward_rmse).abs() < 1e-9,
+            "{} vs {reward_rmse}",
+            report.reward_rmse
+        );
         // Pendulum never terminates and the model never says so.
         assert_eq!(report.termination_accuracy, 1.0);
         assert!(report.termination_recall.is_nan());
@@ -583,39 +869,120 @@ mod tests {
         let (buffer, spec) = held_out(5, 300);
         let o = spec.obs_dim;
         let normalizer = Normalizer::identity(o);
-        let tiny_rssm = RssmConfig { deter: 8, hidden: 8, encoder_hidden: vec![8], decoder_hidden: vec![8], head_hidden: vec![8], ..RssmConfig::default() };
+        let tiny_rssm = RssmConfig {
+            deter: 8,
+            hidden: 8,
+            encoder_hidden: vec![8],
+            decoder_hidden: vec![8],
+            head_hidden: vec![8],
+            ..RssmConfig::default()
+        };
         let configs = [
-            ModelConfig::Cvae(CvaeConfig { hidden: vec![8], ..CvaeConfig::default() }),
-            ModelConfig::Gaussian(GaussianMlpConfig { hidden: vec![8], ..GaussianMlpConfig::default() }),
-            ModelConfig::Deterministic(DeterministicMlpConfig { hidden: vec![8], ..DeterministicMlpConfig::default() }),
+            ModelConfig::Cvae(CvaeConfig {
+                hidden: vec![8],
+                ..CvaeConfig::default()
+            }),
+            ModelConfig::Gaussian(GaussianMlpConfig {
+                hidden: vec![8],
+                ..GaussianMlpConfig::default()
+            }),
+            ModelConfig::Deterministic(DeterministicMlpConfig {
+                hidden: vec![8],
+                ..DeterministicMlpConfig::default()
+            }),
             ModelConfig::Rssm(tiny_rssm),
         ];
-        let reports: Vec<EvalReport> =
-            configs.iter().map(|c| evaluate_any(&c.init(&spec, normalizer.clone(), &device), &buffer, &options(vec![4, 1, 4]), 7, &device)).collect();
-        let windows: Vec<Vec<(usize, usize)>> = reports.iter().map(|r| r.open_loop.iter().map(|e| (e.horizon, e.windows)).collect()).collect();
-        assert!(windows.iter().all(|w| w == &windows[0] && w.len() == 3), "{windows:?}");
+        let reports: Vec<EvalReport> = configs
+            .iter()
+            .map(|c| {
+                evaluate_any(
+                    &c.init(&spec, normalizer.clone(), &device),
+                    &buffer,
+                    &options(vec![4, 1, 4]),
+                    7,
+                    &device,
+                )
+            })
+            .collect();
+        let windows: Vec<Vec<(usize, usize)>> = reports
+            .iter()
+            .map(|r| r.open_loop.iter().map(|e| (e.horizon, e.windows)).collect())
+            .collect();
+        assert!(
+            windows.iter().all(|w| w == &windows[0] && w.len() == 3),
+            "{windows:?}"
+        );
         for report in &reports {
-            assert_eq!((report.update, report.one_step_rmse_per_dim.len()), (7, o), "{report:?}");
-            assert!(report.one_step_rmse_per_dim.iter().chain([&report.reward_rmse]).all(|v| v.is_finite()), "{report:?}");
-            assert!(report.nll.iter().all(|e| e.nats_per_dim.is_finite()), "{report:?}");
+            assert_eq!(
+                (report.update, report.one_step_rmse_per_dim.len()),
+                (7, o),
+                "{report:?}"
+            );
+            assert!(
+                report
+                    .one_step_rmse_per_dim
+                    .iter()
+                    .chain([&report.reward_rmse])
+                    .all(|v| v.is_finite()),
+                "{report:?}"
+            );
+            assert!(
+                report.nll.iter().all(|e| e.nats_per_dim.is_finite()),
+                "{report:?}"
+            );
         }
-        let summary = |r: &EvalReport| r.nll.iter().map(|e| (e.estimator, e.k, e.transitions)).collect::<Vec<_>>();
+        let summary = |r: &EvalReport| {
+            r.nll
+                .iter()
+                .map(|e| (e.estimator, e.k, e.transitions))
+                .collect::<Vec<_>>()
+        };
         use NllEstimator::*;
         assert_eq!(summary(&reports[0]), [(Iwae, 1, 50), (Iwae, 4, 50)]);
         assert_eq!(summary(&reports[1]), [(Exact, 1, 50)]);
-        assert!(reports[2].nll.is_empty() && reports[2].nll_note.as_deref().is_some_and(|n| n.contains("residual std")), "{:?}", reports[2]);
+        assert!(
+            reports[2].nll.is_empty()
+                && reports[2]
+                    .nll_note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("residual std")),
+            "{:?}",
+            reports[2]
+        );
         // 50 transitions of the first episode: 51 observations for the sequence bound.
-        assert_eq!(summary(&reports[3]), [(Predictive, 1, 50), (SequenceIwae, 1, 51), (Predictive, 4, 50), (SequenceIwae, 4, 51)]);
+        assert_eq!(
+            summary(&reports[3]),
+            [
+                (Predictive, 1, 50),
+                (SequenceIwae, 1, 51),
+                (Predictive, 4, 50),
+                (SequenceIwae, 4, 51)
+            ]
+        );
         assert_eq!(reports[3].nll[2].tag(), "nll_predictive_k4");
         assert_eq!(reports[1].nll[0].tag(), "nll_exact");
         let compared = reports[3].compare_table(&reports[0]);
-        assert!(compared.contains("(predictive k = 4)") && compared.contains("(IWAE k = 4)") && compared.contains("NLL sequence bound, k = 4"), "{compared}");
+        assert!(
+            compared.contains("(predictive k = 4)")
+                && compared.contains("(IWAE k = 4)")
+                && compared.contains("NLL sequence bound, k = 4"),
+            "{compared}"
+        );
 
         // With a fitted residual std the deterministic model's likelihood is exact.
-        let mut fitted = wm_models::TransitionModelConfig::Deterministic(DeterministicMlpConfig { hidden: vec![8], ..DeterministicMlpConfig::default() })
-            .init(&spec, normalizer, &device);
+        let mut fitted = wm_models::TransitionModelConfig::Deterministic(DeterministicMlpConfig {
+            hidden: vec![8],
+            ..DeterministicMlpConfig::default()
+        })
+        .init(&spec, normalizer, &device);
         assert!(fitted.set_residual_std(vec![0.1; o]));
-        let report = evaluate_any(&AnyModel::Transition(fitted), &buffer, &options(vec![1]), 0, &device);
+        let report = evaluate_any(
+            &AnyModel::Transition(fitted),
+            &buffer,
+            &options(vec![1]),
+            0,
+            &device,
+        );
         assert_eq!(summary(&report), [(Exact, 1, 50)]);
         assert!(report.nll_note.is_none());
     }

@@ -36,7 +36,13 @@ pub trait EvalModel: WorldModel {
     /// The likelihood of the first `max_transitions` held-out transitions of `buffer` (in
     /// episode order), for each number of samples in `ks` (sorted, distinct, positive) where
     /// the model's estimate depends on it.
-    fn held_out_nll(&self, buffer: &ReplayBuffer, max_transitions: usize, ks: &[usize], device: &wm_backend::Device) -> HeldOutNll;
+    fn held_out_nll(
+        &self,
+        buffer: &ReplayBuffer,
+        max_transitions: usize,
+        ks: &[usize],
+        device: &wm_backend::Device,
+    ) -> HeldOutNll;
 }
 
 /// Code that runs on whichever model an [`AnyModel`] holds.
@@ -71,11 +77,19 @@ impl EvalModel for AnyTransitionModel {
         state.clone().select(0, index(rows, &state.device()))
     }
 
-    fn held_out_nll(&self, buffer: &ReplayBuffer, max_transitions: usize, ks: &[usize], device: &wm_backend::Device) -> HeldOutNll {
+    fn held_out_nll(
+        &self,
+        buffer: &ReplayBuffer,
+        max_transitions: usize,
+        ks: &[usize],
+        device: &wm_backend::Device,
+    ) -> HeldOutNll {
         let (estimator, ks): (NllEstimator, Vec<usize>) = match self {
             Self::Cvae(_) => (NllEstimator::Iwae, ks.to_vec()),
             Self::Gaussian(_) => (NllEstimator::Exact, vec![1]),
-            Self::Deterministic(_) if self.residual_std().is_some() => (NllEstimator::Exact, vec![1]),
+            Self::Deterministic(_) if self.residual_std().is_some() => {
+                (NllEstimator::Exact, vec![1])
+            }
             Self::Deterministic(_) => {
                 return HeldOutNll {
                     entries: Vec::new(),
@@ -95,13 +109,26 @@ impl EvalModel for AnyTransitionModel {
                 let mut total = 0.0f64;
                 for start in (0..rows).step_by(NLL_CHUNK) {
                     let batch = to_tensors(&data, start..(start + NLL_CHUNK).min(rows), device);
-                    let values = self.log_likelihood(&batch, k).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 log-likelihoods");
+                    let values = self
+                        .log_likelihood(&batch, k)
+                        .into_data()
+                        .convert::<f32>()
+                        .try_to_vec::<f32>()
+                        .expect("f32 log-likelihoods");
                     total += values.iter().map(|&v| f64::from(v)).sum::<f64>();
                 }
-                NllEntry { estimator, k, nats_per_dim: nats_per_dim(total, rows, data.obs_dim), transitions: rows }
+                NllEntry {
+                    estimator,
+                    k,
+                    nats_per_dim: nats_per_dim(total, rows, data.obs_dim),
+                    transitions: rows,
+                }
             })
             .collect();
-        HeldOutNll { entries, note: None }
+        HeldOutNll {
+            entries,
+            note: None,
+        }
     }
 }
 
@@ -112,10 +139,19 @@ impl EvalModel for AnyTransitionModel {
 impl EvalModel for Rssm {
     fn select_rows(&self, state: &RssmState, rows: &[usize]) -> RssmState {
         let device = state.deter.device();
-        RssmState { deter: state.deter.clone().select(0, index(rows, &device)), stoch: state.stoch.clone().select(0, index(rows, &device)) }
+        RssmState {
+            deter: state.deter.clone().select(0, index(rows, &device)),
+            stoch: state.stoch.clone().select(0, index(rows, &device)),
+        }
     }
 
-    fn held_out_nll(&self, buffer: &ReplayBuffer, max_transitions: usize, ks: &[usize], device: &wm_backend::Device) -> HeldOutNll {
+    fn held_out_nll(
+        &self,
+        buffer: &ReplayBuffer,
+        max_transitions: usize,
+        ks: &[usize],
+        device: &wm_backend::Device,
+    ) -> HeldOutNll {
         let spec = buffer.spec();
         let (o, a) = (spec.obs_dim, spec.action_width());
         // The first `max_transitions` transitions in episode order: (episode, transitions used).
@@ -140,9 +176,11 @@ impl EvalModel for Rssm {
             let (mut obs, mut action) = (vec![0.0f32; b * steps * o], vec![0.0f32; b * steps * a]);
             for (row, (episode, used)) in chunk.iter().enumerate() {
                 for t in 0..=*used {
-                    obs[(row * steps + t) * o..(row * steps + t + 1) * o].copy_from_slice(episode.observation(o, t));
+                    obs[(row * steps + t) * o..(row * steps + t + 1) * o]
+                        .copy_from_slice(episode.observation(o, t));
                     if t > 0 {
-                        action[(row * steps + t) * a..(row * steps + t + 1) * a].copy_from_slice(episode.action(a, t - 1));
+                        action[(row * steps + t) * a..(row * steps + t + 1) * a]
+                            .copy_from_slice(episode.action(a, t - 1));
                     }
                 }
             }
@@ -164,11 +202,24 @@ impl EvalModel for Rssm {
             .into_iter()
             .flat_map(|s| {
                 [
-                    NllEntry { estimator: NllEstimator::Predictive, k: s.k, nats_per_dim: nats_per_dim(s.predictive, s.transitions, o), transitions: s.transitions },
-                    NllEntry { estimator: NllEstimator::SequenceIwae, k: s.k, nats_per_dim: nats_per_dim(s.bound, s.observations, o), transitions: s.observations },
+                    NllEntry {
+                        estimator: NllEstimator::Predictive,
+                        k: s.k,
+                        nats_per_dim: nats_per_dim(s.predictive, s.transitions, o),
+                        transitions: s.transitions,
+                    },
+                    NllEntry {
+                        estimator: NllEstimator::SequenceIwae,
+                        k: s.k,
+                        nats_per_dim: nats_per_dim(s.bound, s.observations, o),
+                        transitions: s.observations,
+                    },
                 ]
             })
             .collect();
-        HeldOutNll { entries, note: None }
+        HeldOutNll {
+            entries,
+            note: None,
+        }
     }
 }

@@ -30,9 +30,9 @@ pub mod update;
 pub mod world_model;
 
 pub use config::TrainConfig;
-/// Global gradient-norm clipping (lives with the models, which all use it).
-pub use wm_models::grad;
-pub use model::{AnyModel, Batch, BatchKind, ModelConfig, TrainableModel};
 pub use error::TrainError;
+pub use model::{AnyModel, Batch, BatchKind, ModelConfig, TrainableModel};
 pub use trainer::{TrainOptions, TrainOutcome, load_for_eval, resume, train};
 pub use update::{StepOutcome, update_step};
+/// Global gradient-norm clipping (lives with the models, which all use it).
+pub use wm_models::grad;

@@ -30,7 +30,13 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `ratio`: updates per environment step; `tolerance_steps`: how many environment steps either
     /// side may run ahead (converted to updates with the ratio, at least one update).
-    pub fn new(ratio: f64, prefill: u64, tolerance_steps: u64, inserted: u64, updates: u64) -> Self {
+    pub fn new(
+        ratio: f64,
+        prefill: u64,
+        tolerance_steps: u64,
+        inserted: u64,
+        updates: u64,
+    ) -> Self {
         Self {
             ratio,
             prefill,
@@ -54,12 +60,17 @@ impl RateLimiter {
     }
 
     pub fn learner_may_update(&self) -> bool {
-        self.inserted.load(Ordering::Acquire) >= self.prefill && self.error() + 1.0 <= self.tolerance_updates
+        self.inserted.load(Ordering::Acquire) >= self.prefill
+            && self.error() + 1.0 <= self.tolerance_updates
     }
 
     /// Whether the workers may take another environment step now.
     pub fn worker_may_step(&self) -> bool {
-        self.error_at(self.sent.load(Ordering::Acquire).max(self.inserted.load(Ordering::Acquire))) > -self.tolerance_updates
+        self.error_at(
+            self.sent
+                .load(Ordering::Acquire)
+                .max(self.inserted.load(Ordering::Acquire)),
+        ) > -self.tolerance_updates
     }
 
     /// Counts the steps of an episode a worker is about to send (before the learner inserts it).
@@ -91,7 +102,11 @@ impl RateLimiter {
     /// Updates per inserted step after prefill, as achieved so far (NaN before any).
     pub fn achieved_ratio(&self) -> f64 {
         let after_prefill = self.inserted().saturating_sub(self.prefill);
-        if after_prefill == 0 { f64::NAN } else { self.updates() as f64 / after_prefill as f64 }
+        if after_prefill == 0 {
+            f64::NAN
+        } else {
+            self.updates() as f64 / after_prefill as f64
+        }
     }
 
     /// Asks every waiting party to stop.
@@ -114,7 +129,11 @@ impl RateLimiter {
             if self.worker_may_step() {
                 return true;
             }
-            let guard = self.wake.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let guard = self
+                .wake
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A timeout as well as the notification: the counters are atomics read outside the lock.
             let _ = self.wake.1.wait_timeout(guard, Duration::from_millis(5));
         }
@@ -131,13 +150,22 @@ mod tests {
         // the workers wait, although the replay alone would let them run.
         let limiter = RateLimiter::new(1.0, 0, 10, 0, 0);
         limiter.add_sent(50);
-        assert!(!limiter.worker_may_step(), "50 steps sent, 0 updates: 40 past the tolerance");
+        assert!(
+            !limiter.worker_may_step(),
+            "50 steps sent, 0 updates: 40 past the tolerance"
+        );
         limiter.add_inserted(50);
-        assert!(!limiter.worker_may_step(), "inserting the sent steps does not count them twice");
+        assert!(
+            !limiter.worker_may_step(),
+            "inserting the sent steps does not count them twice"
+        );
         for _ in 0..41 {
             limiter.add_update();
         }
-        assert!(limiter.worker_may_step(), "41 updates later the workers are within the tolerance again");
+        assert!(
+            limiter.worker_may_step(),
+            "41 updates later the workers are within the tolerance again"
+        );
     }
 
     #[test]
@@ -148,7 +176,10 @@ mod tests {
         limiter.add_inserted(99);
         assert!(!limiter.learner_may_update());
         limiter.add_inserted(1);
-        assert!(limiter.learner_may_update(), "at prefill the tolerance allows a first few updates");
+        assert!(
+            limiter.learner_may_update(),
+            "at prefill the tolerance allows a first few updates"
+        );
     }
 
     #[test]
@@ -176,6 +207,9 @@ mod tests {
         let handle = std::thread::spawn(move || waiting.wait_worker());
         std::thread::sleep(Duration::from_millis(20));
         limiter.stop();
-        assert!(!handle.join().expect("no panic"), "a stopped wait returns false");
+        assert!(
+            !handle.join().expect("no panic"),
+            "a stopped wait returns false"
+        );
     }
 }

@@ -17,7 +17,11 @@ pub struct HorizonErrors {
 impl HorizonErrors {
     /// No errors yet, for horizons `1..=max_horizon`.
     pub fn new(obs_dim: usize, max_horizon: usize) -> Self {
-        Self { obs_dim, squared: vec![vec![0.0; obs_dim]; max_horizon + 1], counts: vec![0; max_horizon + 1] }
+        Self {
+            obs_dim,
+            squared: vec![vec![0.0; obs_dim]; max_horizon + 1],
+            counts: vec![0; max_horizon + 1],
+        }
     }
 
     /// Adds one prediction at `horizon` (`1..=max_horizon`).
@@ -26,14 +30,19 @@ impl HorizonErrors {
     /// If the horizon is out of range or a slice does not have `obs_dim` values.
     pub fn add(&mut self, horizon: usize, predicted: &[f32], truth: &[f32]) {
         assert!(
-            (1..self.counts.len()).contains(&horizon) && predicted.len() == self.obs_dim && truth.len() == self.obs_dim,
+            (1..self.counts.len()).contains(&horizon)
+                && predicted.len() == self.obs_dim
+                && truth.len() == self.obs_dim,
             "horizon {horizon} (max {}), {} predicted and {} true values for obs_dim {}",
             self.counts.len() - 1,
             predicted.len(),
             truth.len(),
             self.obs_dim
         );
-        for (sum, (p, t)) in self.squared[horizon].iter_mut().zip(predicted.iter().zip(truth)) {
+        for (sum, (p, t)) in self.squared[horizon]
+            .iter_mut()
+            .zip(predicted.iter().zip(truth))
+        {
             let error = f64::from(*p) - f64::from(*t);
             *sum += error * error;
         }
@@ -74,7 +83,11 @@ impl MeanSquare {
 
     /// `sqrt(mean squared error)`, NaN when nothing was added.
     pub fn rmse(&self) -> f64 {
-        if self.n == 0 { f64::NAN } else { (self.sum / self.n as f64).sqrt() }
+        if self.n == 0 {
+            f64::NAN
+        } else {
+            (self.sum / self.n as f64).sqrt()
+        }
     }
 }
 
@@ -99,19 +112,31 @@ impl TerminationCounts {
 
     /// Fraction of steps predicted right; NaN without steps.
     pub fn accuracy(&self) -> f64 {
-        if self.steps == 0 { f64::NAN } else { self.correct as f64 / self.steps as f64 }
+        if self.steps == 0 {
+            f64::NAN
+        } else {
+            self.correct as f64 / self.steps as f64
+        }
     }
 
     /// Fraction of terminal steps predicted terminal; NaN without terminal steps.
     pub fn recall(&self) -> f64 {
-        if self.terminal == 0 { f64::NAN } else { self.terminal_hit as f64 / self.terminal as f64 }
+        if self.terminal == 0 {
+            f64::NAN
+        } else {
+            self.terminal_hit as f64 / self.terminal as f64
+        }
     }
 }
 
 /// `-log_likelihood / (items * obs_dim)`: nats per dimension of a summed log-likelihood over
 /// `items` observations; NaN when there are none.
 pub fn nats_per_dim(log_likelihood: f64, items: usize, obs_dim: usize) -> f64 {
-    if items == 0 || obs_dim == 0 { f64::NAN } else { -log_likelihood / (items * obs_dim) as f64 }
+    if items == 0 || obs_dim == 0 {
+        f64::NAN
+    } else {
+        -log_likelihood / (items * obs_dim) as f64
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +154,11 @@ mod tests {
         let h1 = errors.entry(1).expect("horizon 1");
         assert_eq!((h1.horizon, h1.windows), (1, 2));
         assert!((h1.rmse - 3.5f64.sqrt()).abs() < 1e-12, "{h1:?}");
-        assert!((h1.rmse_per_dim[0] - 5f64.sqrt()).abs() < 1e-12 && (h1.rmse_per_dim[1] - 2f64.sqrt()).abs() < 1e-12, "{h1:?}");
+        assert!(
+            (h1.rmse_per_dim[0] - 5f64.sqrt()).abs() < 1e-12
+                && (h1.rmse_per_dim[1] - 2f64.sqrt()).abs() < 1e-12,
+            "{h1:?}"
+        );
         let h3 = errors.entry(3).expect("horizon 3");
         assert!((h3.rmse - 0.5).abs() < 1e-12 && h3.windows == 1, "{h3:?}");
         assert_eq!(errors.entry(2), None, "nothing at horizon 2");
@@ -141,7 +170,13 @@ mod tests {
         let mut counts = TerminationCounts::default();
         assert!(counts.accuracy().is_nan() && counts.recall().is_nan());
         // (actual, predicted): two right non-terminals, one false alarm, one hit, one miss.
-        for (actual, predicted) in [(false, false), (false, false), (false, true), (true, true), (true, false)] {
+        for (actual, predicted) in [
+            (false, false),
+            (false, false),
+            (false, true),
+            (true, true),
+            (true, false),
+        ] {
             counts.add(actual, predicted);
         }
         assert!((counts.accuracy() - 3.0 / 5.0).abs() < 1e-12);

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use wm_agent::ActorCritic;
 use wm_imagine::{Context, WorldModel};
 use wm_models::{
-    ActionSpec, AnyTransitionModel, CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, LossOutput, ModelSpec, Normalizer,
-    TransitionModel, TransitionModelConfig, TransitionTensors,
+    ActionSpec, AnyTransitionModel, CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig,
+    LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionModelConfig, TransitionTensors,
 };
 use wm_rssm::{LatentConfig, Rssm, RssmConfig, RssmSpec, SequenceTensors};
 
@@ -39,7 +39,10 @@ impl ModelConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Rssm(config) => rssm_kind(&config.latent),
-            other => other.transition().expect("non-RSSM configs are transition models").kind(),
+            other => other
+                .transition()
+                .expect("non-RSSM configs are transition models")
+                .kind(),
         }
     }
 
@@ -58,7 +61,10 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), wm_models::InvalidField> {
         match self {
             Self::Rssm(config) => config.validate(),
-            other => other.transition().expect("non-RSSM configs are transition models").validate(),
+            other => other
+                .transition()
+                .expect("non-RSSM configs are transition models")
+                .validate(),
         }
     }
 
@@ -69,10 +75,26 @@ impl ModelConfig {
 
     /// Builds the model on `device`. The normaliser is used by the one-step models only (the RSSM
     /// squashes its inputs and targets with symlog instead).
-    pub fn init(&self, spec: &ModelSpec, normalizer: Normalizer, device: &wm_backend::Device) -> AnyModel {
+    pub fn init(
+        &self,
+        spec: &ModelSpec,
+        normalizer: Normalizer,
+        device: &wm_backend::Device,
+    ) -> AnyModel {
         match self {
-            Self::Rssm(config) => AnyModel::Rssm(config.init(&RssmSpec { obs_dim: spec.obs_dim, action: spec.action.clone() }, device)),
-            other => AnyModel::Transition(other.transition().expect("checked").init(spec, normalizer, device)),
+            Self::Rssm(config) => AnyModel::Rssm(config.init(
+                &RssmSpec {
+                    obs_dim: spec.obs_dim,
+                    action: spec.action.clone(),
+                },
+                device,
+            )),
+            other => AnyModel::Transition(
+                other
+                    .transition()
+                    .expect("checked")
+                    .init(spec, normalizer, device),
+            ),
         }
     }
 }
@@ -219,7 +241,10 @@ pub trait TrainableModel: Module + Clone + Send + core::fmt::Debug {
 }
 
 fn wrong_batch(model: &str, want: BatchKind, got: &Batch) -> ! {
-    panic!("a {model} trains on {want:?} but was given {:?}: the trainer samples by batch_kind()", got.kind())
+    panic!(
+        "a {model} trains on {want:?} but was given {:?}: the trainer samples by batch_kind()",
+        got.kind()
+    )
 }
 
 impl TrainableModel for AnyTransitionModel {
@@ -272,7 +297,12 @@ impl TrainableModel for Rssm {
 
     fn host_state(&self) -> ModelState {
         let spec = self.spec();
-        ModelState::Rssm { spec: ModelSpec { obs_dim: spec.obs_dim, action: spec.action.clone() } }
+        ModelState::Rssm {
+            spec: ModelSpec {
+                obs_dim: spec.obs_dim,
+                action: spec.action.clone(),
+            },
+        }
     }
 
     fn action_spec(&self) -> &ActionSpec {
@@ -343,17 +373,32 @@ impl AnyModel {
     /// The model `config` describes, for the spec and normaliser of its host-side `state`, on
     /// `device`, with fresh parameters: load a record into it, then
     /// [`set_fitted_state`](Self::set_fitted_state), to restore a saved model.
-    pub fn from_state(config: &ModelConfig, state: &ModelState, device: &wm_backend::Device) -> Self {
+    pub fn from_state(
+        config: &ModelConfig,
+        state: &ModelState,
+        device: &wm_backend::Device,
+    ) -> Self {
         match state {
-            ModelState::Transition { spec, normalizer, .. } => config.init(spec, normalizer.clone(), device),
-            ModelState::Rssm { spec } => config.init(spec, Normalizer::identity(spec.obs_dim), device),
+            ModelState::Transition {
+                spec, normalizer, ..
+            } => config.init(spec, normalizer.clone(), device),
+            ModelState::Rssm { spec } => {
+                config.init(spec, Normalizer::identity(spec.obs_dim), device)
+            }
         }
     }
 
     /// Restores what `state` holds that was fitted after training (the expectation model's
     /// residual std).
     pub fn set_fitted_state(&mut self, state: &ModelState) {
-        if let (ModelState::Transition { residual_std: Some(std), .. }, Self::Transition(model)) = (state, self) {
+        if let (
+            ModelState::Transition {
+                residual_std: Some(std),
+                ..
+            },
+            Self::Transition(model),
+        ) = (state, self)
+        {
             model.set_residual_std(std.clone());
         }
     }
@@ -398,17 +443,26 @@ mod tests {
     use wm_models::DeterministicMlpConfig;
 
     fn spec() -> ModelSpec {
-        ModelSpec { obs_dim: 2, action: ActionSpec::Discrete { n: 2 } }
+        ModelSpec {
+            obs_dim: 2,
+            action: ActionSpec::Discrete { n: 2 },
+        }
     }
 
     #[test]
     fn one_step_models_train_on_transitions_and_the_rssm_on_sequences() {
         let device = wm_backend::test_device();
-        let mlp = ModelConfig::Deterministic(DeterministicMlpConfig { hidden: vec![4], ..Default::default() });
+        let mlp = ModelConfig::Deterministic(DeterministicMlpConfig {
+            hidden: vec![4],
+            ..Default::default()
+        });
         let rssm = ModelConfig::Rssm(RssmConfig {
             deter: 4,
             hidden: 4,
-            latent: LatentConfig::Gaussian { size: 2, min_std: 0.1 },
+            latent: LatentConfig::Gaussian {
+                size: 2,
+                min_std: 0.1,
+            },
             encoder_hidden: vec![4],
             decoder_hidden: vec![4],
             head_hidden: vec![4],
@@ -416,10 +470,17 @@ mod tests {
         });
         let one_step = mlp.init(&spec(), Normalizer::identity(2), &device);
         let sequence = rssm.init(&spec(), Normalizer::identity(2), &device);
-        assert_eq!((one_step.batch_kind(), sequence.batch_kind()), (BatchKind::Transitions, BatchKind::Sequences));
+        assert_eq!(
+            (one_step.batch_kind(), sequence.batch_kind()),
+            (BatchKind::Transitions, BatchKind::Sequences)
+        );
         assert_eq!(TrainableModel::action_spec(&one_step), &spec().action);
         assert_eq!(TrainableModel::feature_dim(&one_step), 2);
-        assert_eq!(TrainableModel::feature_dim(&sequence), 4 + 2, "features are [deter, stoch]");
+        assert_eq!(
+            TrainableModel::feature_dim(&sequence),
+            4 + 2,
+            "features are [deter, stoch]"
+        );
         assert_eq!(one_step.host_state().spec(), &spec());
         // The host state restores the same kind of model.
         let again = AnyModel::from_state(&rssm, &sequence.host_state(), &device);
@@ -429,12 +490,21 @@ mod tests {
     #[test]
     fn a_nan_parameter_is_found() {
         let device = wm_backend::test_device();
-        let config = ModelConfig::Deterministic(DeterministicMlpConfig { hidden: vec![3], ..Default::default() });
+        let config = ModelConfig::Deterministic(DeterministicMlpConfig {
+            hidden: vec![3],
+            ..Default::default()
+        });
         let model = config.init(&spec(), Normalizer::identity(2), &device);
         assert!(model.parameters_finite());
-        let mut poisoned = Param::initialized(ParamId::new(), Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device));
+        let mut poisoned = Param::initialized(
+            ParamId::new(),
+            Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device),
+        );
         assert!(parameters_finite(&poisoned));
-        poisoned = Param::initialized(ParamId::new(), Tensor::<1>::from_data(TensorData::new(vec![1.0f32, f32::NAN], [2]), &device));
+        poisoned = Param::initialized(
+            ParamId::new(),
+            Tensor::<1>::from_data(TensorData::new(vec![1.0f32, f32::NAN], [2]), &device),
+        );
         assert!(!parameters_finite(&poisoned));
     }
 }

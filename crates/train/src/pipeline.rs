@@ -19,17 +19,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::model::AnyModel;
 use burn::module::Module;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 use wm_backend::Device;
 use wm_envs::{Env, EnvError};
-use crate::model::AnyModel;
 use wm_replay::{Episode, EpisodeBuilder, ReplayBuffer, ReplaySpec};
 
 use crate::acting::Actor;
 use crate::config::CollectPolicy;
-use crate::limiter::RateLimiter;
 use crate::error::TrainError;
+use crate::limiter::RateLimiter;
 
 /// Makes worker `index`'s environment.
 pub type EnvFactory = Arc<dyn Fn(usize) -> Result<Box<dyn Env>, EnvError> + Send + Sync>;
@@ -87,7 +87,14 @@ impl Default for WeightsSlot {
 impl WeightsSlot {
     /// An empty slot whose published models live on `device`, the workers' acting device.
     pub fn for_device(device: Device) -> Self {
-        Self { weights: RwLock::new(Arc::new(PublishedWeights { version: 0, model: None, actor: None })), device }
+        Self {
+            weights: RwLock::new(Arc::new(PublishedWeights {
+                version: 0,
+                model: None,
+                actor: None,
+            })),
+            device,
+        }
     }
 
     /// The device published models are moved to.
@@ -101,13 +108,25 @@ impl WeightsSlot {
     pub fn publish(&self, version: u64, model: AnyModel, actor: Option<wm_agent::Actor>) {
         let model = model.to_device(&self.device);
         let actor = actor.map(|actor| actor.to_device(&self.device));
-        let weights = Arc::new(PublishedWeights { version, model: Some(model), actor });
-        *self.weights.write().unwrap_or_else(std::sync::PoisonError::into_inner) = weights;
+        let weights = Arc::new(PublishedWeights {
+            version,
+            model: Some(model),
+            actor,
+        });
+        *self
+            .weights
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = weights;
     }
 
     /// The newest weights.
     pub fn latest(&self) -> Arc<PublishedWeights> {
-        Arc::clone(&self.weights.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .weights
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }
 
@@ -201,7 +220,11 @@ pub fn run(
         setup.acting_device,
         weights.device()
     );
-    let n_workers = if setup.deterministic { 1 } else { setup.n_workers.max(1) };
+    let n_workers = if setup.deterministic {
+        1
+    } else {
+        setup.n_workers.max(1)
+    };
     let limiter = Arc::new(RateLimiter::new(
         setup.replay_ratio,
         setup.prefill,
@@ -235,9 +258,23 @@ pub fn run(
         // A panic of the learner (the update callback included) is caught so that the workers
         // are stopped and joined first: the scope would otherwise wait forever for workers
         // blocked in the limiter or on a full channel. It is raised again once they are gone.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| match handles.iter().position(Result::is_err) {
-            Some(worker) => Err(TrainError::Worker { worker, error: "the thread could not be spawned".into() }),
-            None => learner_loop(n_workers, replay, weights, interrupt, &limiter, &receiver, &mut permit_sender, &mut update),
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            match handles.iter().position(Result::is_err) {
+                Some(worker) => Err(TrainError::Worker {
+                    worker,
+                    error: "the thread could not be spawned".into(),
+                }),
+                None => learner_loop(
+                    n_workers,
+                    replay,
+                    weights,
+                    interrupt,
+                    &limiter,
+                    &receiver,
+                    &mut permit_sender,
+                    &mut update,
+                ),
+            }
         }));
 
         // Unblock every worker: the stop flag ends limiter waits, dropping the receiver ends
@@ -269,10 +306,21 @@ fn learner_loop(
 ) -> Result<(Ended, PipelineStats), TrainError> {
     let started = Instant::now();
     let mut busy = Duration::ZERO;
-    let mut stats = PipelineStats { weight_lag: vec![0; n_workers], per_worker: vec![(0, 0); n_workers], ..PipelineStats::default() };
-    let handle = |message: WorkerMessage, replay: &mut ReplayBuffer, stats: &mut PipelineStats| -> Result<(), TrainError> {
+    let mut stats = PipelineStats {
+        weight_lag: vec![0; n_workers],
+        per_worker: vec![(0, 0); n_workers],
+        ..PipelineStats::default()
+    };
+    let handle = |message: WorkerMessage,
+                  replay: &mut ReplayBuffer,
+                  stats: &mut PipelineStats|
+     -> Result<(), TrainError> {
         match message {
-            WorkerMessage::Episode { worker, episode, weights_version } => {
+            WorkerMessage::Episode {
+                worker,
+                episode,
+                weights_version,
+            } => {
                 let steps = episode.len() as u64;
                 replay.insert(episode)?;
                 limiter.add_inserted(steps);
@@ -287,7 +335,10 @@ fn learner_loop(
     };
     loop {
         if interrupt.load(Ordering::Acquire) {
-            return Ok((Ended::Interrupted, refresh(stats, limiter, receiver, started, busy)));
+            return Ok((
+                Ended::Interrupted,
+                refresh(stats, limiter, receiver, started, busy),
+            ));
         }
         loop {
             match receiver.try_recv() {
@@ -303,7 +354,10 @@ fn learner_loop(
             busy += update_started.elapsed();
             limiter.add_update();
             if control == Control::Stop {
-                return Ok((Ended::Done, refresh(stats, limiter, receiver, started, busy)));
+                return Ok((
+                    Ended::Done,
+                    refresh(stats, limiter, receiver, started, busy),
+                ));
             }
         } else if let Some(permits) = permit_sender {
             // Deterministic: ask the one worker for exactly one episode and wait for it.
@@ -324,13 +378,24 @@ fn all_workers_gone() -> TrainError {
     TrainError::WorkersGone
 }
 
-fn refresh(mut stats: PipelineStats, limiter: &RateLimiter, receiver: &Receiver<WorkerMessage>, started: Instant, busy: Duration) -> PipelineStats {
+fn refresh(
+    mut stats: PipelineStats,
+    limiter: &RateLimiter,
+    receiver: &Receiver<WorkerMessage>,
+    started: Instant,
+    busy: Duration,
+) -> PipelineStats {
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     stats.inserted_steps = limiter.inserted();
     stats.updates = limiter.updates();
     stats.channel_depth = receiver.len();
     stats.busy_fraction = busy.as_secs_f64() / elapsed;
-    stats.env_steps_per_s = stats.per_worker.iter().map(|(_, steps)| *steps).sum::<u64>() as f64 / elapsed;
+    stats.env_steps_per_s = stats
+        .per_worker
+        .iter()
+        .map(|(_, steps)| *steps)
+        .sum::<u64>() as f64
+        / elapsed;
     stats.achieved_ratio = limiter.achieved_ratio();
     stats.updates_per_s = stats.updates_per_s_since(started);
     stats
@@ -354,7 +419,8 @@ struct WorkerContext {
 /// Seeds of worker `worker`'s environment and policy streams, distinct per worker and from the
 /// prefill's, and shifted on resume so that a resumed run does not replay the same episodes.
 pub fn worker_seed(base: u64, worker: usize, start_inserted: u64) -> u64 {
-    base.wrapping_add((worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_add(start_inserted.wrapping_mul(0xbf58_476d_1ce4_e5b9))
+    base.wrapping_add((worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(start_inserted.wrapping_mul(0xbf58_476d_1ce4_e5b9))
 }
 
 fn worker_main(context: WorkerContext) {
@@ -381,7 +447,14 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
     let setup = &context.setup;
     let mut env = (setup.env_factory)(context.worker).map_err(|e| e.to_string())?;
     let seed = worker_seed(setup.seed, context.worker, setup.start_inserted);
-    let mut actor = Actor::new(&setup.policy, setup.replay_spec.obs_dim, env.action_space(), seed, setup.acting_device.clone(), true);
+    let mut actor = Actor::new(
+        &setup.policy,
+        setup.replay_spec.obs_dim,
+        env.action_space(),
+        seed,
+        setup.acting_device.clone(),
+        true,
+    );
     let mut reset_seed = Some(seed);
     loop {
         if let Some(permits) = &context.permits
@@ -396,7 +469,8 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
         let weights = context.weights.latest();
         let obs = env.reset(reset_seed.take());
         actor.reset(&obs);
-        let mut episode = EpisodeBuilder::new(&setup.replay_spec, &obs).map_err(|e| e.to_string())?;
+        let mut episode =
+            EpisodeBuilder::new(&setup.replay_spec, &obs).map_err(|e| e.to_string())?;
         loop {
             // In lock-step mode the permit already paid for the whole episode.
             if context.permits.is_none() && !context.limiter.wait_worker() {
@@ -405,12 +479,24 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
             let action = actor.act(weights.model.as_ref(), weights.actor.as_ref());
             let step = env.step(&action).map_err(|e| e.to_string())?;
             actor.observe(&action, &step.obs);
-            episode.push(&action.to_f32_vec(), step.reward as f32, &step.obs).map_err(|e| e.to_string())?;
+            episode
+                .push(&action.to_f32_vec(), step.reward as f32, &step.obs)
+                .map_err(|e| e.to_string())?;
             if step.terminated || step.truncated {
-                let episode = episode.finish(step.terminated, step.truncated).map_err(|e| e.to_string())?;
+                let episode = episode
+                    .finish(step.terminated, step.truncated)
+                    .map_err(|e| e.to_string())?;
                 let weights_version = weights.version;
                 context.limiter.add_sent(episode.len() as u64);
-                if context.sender.send(WorkerMessage::Episode { worker: context.worker, episode, weights_version }).is_err() {
+                if context
+                    .sender
+                    .send(WorkerMessage::Episode {
+                        worker: context.worker,
+                        episode,
+                        weights_version,
+                    })
+                    .is_err()
+                {
                     return Ok(());
                 }
                 break;
@@ -447,14 +533,21 @@ mod tests {
         Arc::new(|_| wm_envs::make("cartpole"))
     }
 
-    fn run_counting(setup: &PipelineSetup, updates: u64) -> (Result<(Ended, PipelineStats), TrainError>, ReplayBuffer) {
+    fn run_counting(
+        setup: &PipelineSetup,
+        updates: u64,
+    ) -> (Result<(Ended, PipelineStats), TrainError>, ReplayBuffer) {
         let mut replay = ReplayBuffer::new(setup.replay_spec.clone(), 1_000_000).expect("buffer");
         let weights = Arc::new(WeightsSlot::default());
         let interrupt = AtomicBool::new(false);
         let mut done = 0;
         let result = run(setup, &mut replay, &weights, &interrupt, |_, _| {
             done += 1;
-            Ok(if done >= updates { Control::Stop } else { Control::Continue })
+            Ok(if done >= updates {
+                Control::Stop
+            } else {
+                Control::Continue
+            })
         });
         (result, replay)
     }
@@ -466,18 +559,52 @@ mod tests {
         use crate::model::ModelConfig;
         let learner_device = wm_backend::test_device().autodiff();
         learner_device.seed(5);
-        let spec = wm_models::ModelSpec { obs_dim: 3, action: wm_models::ActionSpec::Continuous { low: vec![-2.0], high: vec![2.0] } };
-        let small_rssm = wm_rssm::RssmConfig { deter: 8, hidden: 8, encoder_hidden: vec![8], decoder_hidden: vec![8], head_hidden: vec![8], ..Default::default() };
-        for config in [ModelConfig::Cvae(wm_models::CvaeConfig { hidden: vec![8], ..Default::default() }), ModelConfig::Rssm(small_rssm)] {
+        let spec = wm_models::ModelSpec {
+            obs_dim: 3,
+            action: wm_models::ActionSpec::Continuous {
+                low: vec![-2.0],
+                high: vec![2.0],
+            },
+        };
+        let small_rssm = wm_rssm::RssmConfig {
+            deter: 8,
+            hidden: 8,
+            encoder_hidden: vec![8],
+            decoder_hidden: vec![8],
+            head_hidden: vec![8],
+            ..Default::default()
+        };
+        for config in [
+            ModelConfig::Cvae(wm_models::CvaeConfig {
+                hidden: vec![8],
+                ..Default::default()
+            }),
+            ModelConfig::Rssm(small_rssm),
+        ] {
             let model = config.init(&spec, wm_models::Normalizer::identity(3), &learner_device);
             let slot = WeightsSlot::default();
             slot.publish(7, model.valid(), None);
             let published = slot.latest();
             assert_eq!(published.version, 7);
             let on_slot = published.model.clone().expect("a model was published");
-            assert_eq!(on_slot.devices(), vec![Device::flex()], "{}: every parameter on flex", config.kind());
-            let bytes = |model: AnyModel| model.into_record().into_bytes().expect("record bytes").to_vec();
-            assert!(bytes(on_slot) == bytes(model.valid()), "{}: the published parameters differ from the learner's", config.kind());
+            assert_eq!(
+                on_slot.devices(),
+                vec![Device::flex()],
+                "{}: every parameter on flex",
+                config.kind()
+            );
+            let bytes = |model: AnyModel| {
+                model
+                    .into_record()
+                    .into_bytes()
+                    .expect("record bytes")
+                    .to_vec()
+            };
+            assert!(
+                bytes(on_slot) == bytes(model.valid()),
+                "{}: the published parameters differ from the learner's",
+                config.kind()
+            );
         }
     }
 
@@ -486,7 +613,9 @@ mod tests {
     #[should_panic(expected = "acting device")]
     fn a_slot_for_another_device_than_the_acting_device_is_refused() {
         let mut setup = setup(1, cartpoles(), false);
-        setup.acting_device = wm_backend::DeviceSpec::TchCpu.init().expect("the tch feature is built in");
+        setup.acting_device = wm_backend::DeviceSpec::TchCpu
+            .init()
+            .expect("the tch feature is built in");
         // The default slot publishes to flex.
         let _ = run_counting(&setup, 1);
     }
@@ -503,20 +632,35 @@ mod tests {
         let result = run(&setup, &mut replay, &weights, &interrupt, |_, stats| {
             updates += 1;
             let everyone_delivered = stats.per_worker.iter().all(|(episodes, _)| *episodes >= 3);
-            Ok(if everyone_delivered || updates >= 200_000 { Control::Stop } else { Control::Continue })
+            Ok(if everyone_delivered || updates >= 200_000 {
+                Control::Stop
+            } else {
+                Control::Continue
+            })
         });
         let (ended, stats) = result.expect("pipeline ran");
         assert_eq!(ended, Ended::Done);
         let received: u64 = stats.per_worker.iter().map(|(episodes, _)| episodes).sum();
         let steps: u64 = stats.per_worker.iter().map(|(_, steps)| steps).sum();
-        assert_eq!(received, replay.n_episodes() as u64, "every received episode is in replay: {stats:?}");
+        assert_eq!(
+            received,
+            replay.n_episodes() as u64,
+            "every received episode is in replay: {stats:?}"
+        );
         assert_eq!(steps, replay.n_transitions() as u64);
         assert_eq!(stats.inserted_steps, steps);
-        assert!(stats.per_worker.iter().all(|(episodes, _)| *episodes >= 3), "all three workers contributed: {:?}", stats.per_worker);
+        assert!(
+            stats.per_worker.iter().all(|(episodes, _)| *episodes >= 3),
+            "all three workers contributed: {:?}",
+            stats.per_worker
+        );
         // No duplicates: workers use distinct seeds, so no two stored episodes are equal.
         let episodes: Vec<&Episode> = replay.episodes().collect();
         for (i, a) in episodes.iter().enumerate() {
-            assert!(episodes[i + 1..].iter().all(|b| a != b), "episode {i} appears twice");
+            assert!(
+                episodes[i + 1..].iter().all(|b| a != b),
+                "episode {i} appears twice"
+            );
         }
     }
 
@@ -530,10 +674,19 @@ mod tests {
         // The learner never runs ahead by more than the tolerance; the workers can be ahead by the
         // tolerance plus the episodes in flight (whole episodes arrive at once).
         let tolerance = setup.replay_ratio * setup.tolerance_steps as f64;
-        let in_flight = setup.replay_ratio * 500.0 * (setup.channel_capacity + setup.n_workers) as f64;
+        let in_flight =
+            setup.replay_ratio * 500.0 * (setup.channel_capacity + setup.n_workers) as f64;
         assert!(error <= tolerance + 1.0, "learner ahead by {error} updates");
-        assert!(error >= -(tolerance + in_flight), "workers ahead by {} updates", -error);
-        assert!((stats.achieved_ratio - 0.5).abs() < 0.2, "achieved ratio {}", stats.achieved_ratio);
+        assert!(
+            error >= -(tolerance + in_flight),
+            "workers ahead by {} updates",
+            -error
+        );
+        assert!(
+            (stats.achieved_ratio - 0.5).abs() < 0.2,
+            "achieved ratio {}",
+            stats.achieved_ratio
+        );
     }
 
     /// An environment that panics on its 30th step.
@@ -565,13 +718,20 @@ mod tests {
     fn panicking_worker_stops_the_run_with_an_error_naming_it_and_all_threads_join() {
         let factory: EnvFactory = Arc::new(|worker| {
             let inner = wm_envs::make("cartpole")?;
-            Ok(if worker == 1 { Box::new(Exploding(inner, 0)) as Box<dyn Env> } else { inner })
+            Ok(if worker == 1 {
+                Box::new(Exploding(inner, 0)) as Box<dyn Env>
+            } else {
+                inner
+            })
         });
         let setup = setup(3, factory, false);
         let (result, _) = run_counting(&setup, 1_000_000);
         let error = result.expect_err("the run should fail");
         let message = error.to_string();
-        assert!(message.contains("worker 1") && message.contains("simulated crash"), "{message}");
+        assert!(
+            message.contains("worker 1") && message.contains("simulated crash"),
+            "{message}"
+        );
         // `run` returned, so the scope joined every worker thread.
     }
 
@@ -597,7 +757,11 @@ mod tests {
         let mut updates = 0;
         let result = run(&setup, &mut replay, &weights, &interrupt, |_, _| {
             updates += 1;
-            if updates == 20 { Err(TrainError::WorkersGone) } else { Ok(Control::Continue) }
+            if updates == 20 {
+                Err(TrainError::WorkersGone)
+            } else {
+                Ok(Control::Continue)
+            }
         });
         assert!(matches!(result, Err(TrainError::WorkersGone)), "{result:?}");
         // `run` returned, so every worker saw the stop and was joined.
@@ -611,7 +775,8 @@ mod tests {
             let (done_sender, done) = crossbeam_channel::bounded(1);
             std::thread::spawn(move || {
                 let setup = setup(2, cartpoles(), deterministic);
-                let mut replay = ReplayBuffer::new(setup.replay_spec.clone(), 1_000_000).expect("buffer");
+                let mut replay =
+                    ReplayBuffer::new(setup.replay_spec.clone(), 1_000_000).expect("buffer");
                 let weights = Arc::new(WeightsSlot::default());
                 let interrupt = AtomicBool::new(false);
                 let mut updates = 0;
@@ -627,13 +792,22 @@ mod tests {
                     Err(payload) => payload
                         .downcast_ref::<String>()
                         .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|message| message.to_string()))
+                        .or_else(|| {
+                            payload
+                                .downcast_ref::<&str>()
+                                .map(|message| message.to_string())
+                        })
                         .unwrap_or_default(),
                 };
                 let _ = done_sender.send(message);
             });
-            let message = done.recv_timeout(Duration::from_secs(120)).expect("the pipeline hung after the learner panicked");
-            assert!(message.contains("simulated learner bug"), "deterministic={deterministic}: {message:?}");
+            let message = done
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the pipeline hung after the learner panicked");
+            assert!(
+                message.contains("simulated learner bug"),
+                "deterministic={deterministic}: {message:?}"
+            );
         }
     }
 

@@ -32,7 +32,11 @@ pub fn register_font() {
     static FONT: std::sync::Once = std::sync::Once::new();
     FONT.call_once(|| {
         // Registering the embedded font cannot fail for a valid TTF; a failure shows as missing labels.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
@@ -47,46 +51,88 @@ pub fn plot_open_loop(
     path: &Path,
     device: &wm_backend::Device,
 ) -> Result<(u32, u32), PlotError> {
-    let fail = |message: String| PlotError { path: path.display().to_string(), message };
+    let fail = |message: String| PlotError {
+        path: path.display().to_string(),
+        message,
+    };
     register_font();
     let spec = buffer.spec();
     let (o, a) = (spec.obs_dim, spec.action_width());
-    let mut episodes: Vec<&Episode> = buffer.episodes().filter(|e| e.len() >= CONTEXT_STEPS).collect();
+    let mut episodes: Vec<&Episode> = buffer
+        .episodes()
+        .filter(|e| e.len() >= CONTEXT_STEPS)
+        .collect();
     episodes.sort_by_key(|e| std::cmp::Reverse(e.len()));
     episodes.truncate(n_episodes.max(1));
     if episodes.is_empty() {
-        return Err(fail(format!("the run has no held-out episode longer than {CONTEXT_STEPS} steps")));
+        return Err(fail(format!(
+            "the run has no held-out episode longer than {CONTEXT_STEPS} steps"
+        )));
     }
     let start = CONTEXT_STEPS - 1;
-    let steps = episodes.iter().map(|e| e.len() - start).max().unwrap_or(1).min(horizon);
+    let steps = episodes
+        .iter()
+        .map(|e| e.len() - start)
+        .max()
+        .unwrap_or(1)
+        .min(horizon);
     let mean = imagine_from_context(model, &episodes, steps, o, a, false, device).0;
-    let samples: Vec<Vec<f32>> =
-        (0..SAMPLED_ROLLOUTS).map(|_| imagine_from_context(model, &episodes, steps, o, a, true, device).0).collect();
+    let samples: Vec<Vec<f32>> = (0..SAMPLED_ROLLOUTS)
+        .map(|_| imagine_from_context(model, &episodes, steps, o, a, true, device).0)
+        .collect();
     let other = compare.map(|m| imagine_from_context(m, &episodes, steps, o, a, false, device).0);
 
-    let (width, height) = (PANEL_WIDTH * episodes.len() as u32, PANEL_HEIGHT * o as u32 + 24);
+    let (width, height) = (
+        PANEL_WIDTH * episodes.len() as u32,
+        PANEL_HEIGHT * o as u32 + 24,
+    );
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     let legend = match compare {
-        Some(other_model) => format!("black: real   red: {} (mean)   light red: its samples   blue: {}", model.kind(), other_model.kind()),
-        None => format!("black: real   red: {} (mean)   light red: its samples", model.kind()),
+        Some(other_model) => format!(
+            "black: real   red: {} (mean)   light red: its samples   blue: {}",
+            model.kind(),
+            other_model.kind()
+        ),
+        None => format!(
+            "black: real   red: {} (mean)   light red: its samples",
+            model.kind()
+        ),
     };
     let (title, body) = root.split_vertically(24);
-    title.titled(&format!("{legend}; first {CONTEXT_STEPS} observations seen, then imagined"), ("sans-serif", 14)).map_err(|e| fail(e.to_string()))?;
+    title
+        .titled(
+            &format!("{legend}; first {CONTEXT_STEPS} observations seen, then imagined"),
+            ("sans-serif", 14),
+        )
+        .map_err(|e| fail(e.to_string()))?;
     let panels = body.split_evenly((o, episodes.len()));
     for (column, episode) in episodes.iter().enumerate() {
         let length = (episode.len() - start).min(steps);
         let imagined = |flat: &[f32], dim: usize| -> Vec<(f64, f64)> {
             std::iter::once((start as f64, f64::from(episode.observation(o, start)[dim])))
-                .chain((0..length).map(|h| ((start + h + 1) as f64, f64::from(flat[(column * steps + h) * o + dim]))))
+                .chain((0..length).map(|h| {
+                    (
+                        (start + h + 1) as f64,
+                        f64::from(flat[(column * steps + h) * o + dim]),
+                    )
+                }))
                 .collect()
         };
         for dim in 0..o {
-            let real: Vec<(f64, f64)> = (0..=start + length).map(|t| (t as f64, f64::from(episode.observation(o, t)[dim]))).collect();
+            let real: Vec<(f64, f64)> = (0..=start + length)
+                .map(|t| (t as f64, f64::from(episode.observation(o, t)[dim])))
+                .collect();
             let mean_line = imagined(&mean, dim);
             let other_line = other.as_ref().map(|flat| imagined(flat, dim));
-            let values = real.iter().chain(&mean_line).chain(other_line.iter().flatten()).map(|p| p.1).filter(|v| v.is_finite());
-            let (low, high) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let values = real
+                .iter()
+                .chain(&mean_line)
+                .chain(other_line.iter().flatten())
+                .map(|p| p.1)
+                .filter(|v| v.is_finite());
+            let (low, high) =
+                values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
             let pad = ((high - low) * 0.1).max(1e-3);
             let panel = &panels[dim * episodes.len() + column];
             let mut chart = ChartBuilder::on(panel)
@@ -96,15 +142,31 @@ pub fn plot_open_loop(
                 .y_label_area_size(44)
                 .build_cartesian_2d(0f64..(start + length) as f64, (low - pad)..(high + pad))
                 .map_err(|e| fail(e.to_string()))?;
-            chart.configure_mesh().light_line_style(WHITE).label_style(("sans-serif", 11)).draw().map_err(|e| fail(e.to_string()))?;
+            chart
+                .configure_mesh()
+                .light_line_style(WHITE)
+                .label_style(("sans-serif", 11))
+                .draw()
+                .map_err(|e| fail(e.to_string()))?;
             for sample in &samples {
-                chart.draw_series(LineSeries::new(imagined(sample, dim), RGBColor(240, 170, 170))).map_err(|e| fail(e.to_string()))?;
+                chart
+                    .draw_series(LineSeries::new(
+                        imagined(sample, dim),
+                        RGBColor(240, 170, 170),
+                    ))
+                    .map_err(|e| fail(e.to_string()))?;
             }
-            chart.draw_series(LineSeries::new(real, BLACK.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
+            chart
+                .draw_series(LineSeries::new(real, BLACK.stroke_width(2)))
+                .map_err(|e| fail(e.to_string()))?;
             if let Some(line) = other_line {
-                chart.draw_series(LineSeries::new(line, BLUE.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
+                chart
+                    .draw_series(LineSeries::new(line, BLUE.stroke_width(2)))
+                    .map_err(|e| fail(e.to_string()))?;
             }
-            chart.draw_series(LineSeries::new(mean_line, RED.stroke_width(2))).map_err(|e| fail(e.to_string()))?;
+            chart
+                .draw_series(LineSeries::new(mean_line, RED.stroke_width(2)))
+                .map_err(|e| fail(e.to_string()))?;
         }
     }
     root.present().map_err(|e| fail(e.to_string()))?;

@@ -16,11 +16,18 @@ pub struct RunFolder {
 impl RunFolder {
     /// Creates a new, uniquely named run folder under `runs_dir`.
     pub fn create(runs_dir: &Path, env: &str, model: &str, seed: u64) -> std::io::Result<Self> {
-        let unixtime = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let unixtime = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let base = format!("{env}__{model}__{seed}__{unixtime}");
         std::fs::create_dir_all(runs_dir)?;
         for attempt in 0u32.. {
-            let name = if attempt == 0 { base.clone() } else { format!("{base}_{attempt}") };
+            let name = if attempt == 0 {
+                base.clone()
+            } else {
+                format!("{base}_{attempt}")
+            };
             let dir = runs_dir.join(name);
             match std::fs::create_dir(&dir) {
                 Ok(()) => return Ok(Self { dir }),
@@ -33,7 +40,9 @@ impl RunFolder {
 
     /// An existing run folder.
     pub fn open(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// The resolved config (RON).
@@ -69,7 +78,11 @@ impl RunFolder {
 /// Opens a run's replay file for writing (created if missing). A torn final record (an append
 /// cut short by a kill or a full disk) is cut off by the replay crate; this says so on stderr,
 /// naming the bytes dropped, so that nothing disappears silently.
-pub fn open_replay(path: &Path, spec: ReplaySpec, capacity: usize) -> Result<ReplayBuffer, ReplayError> {
+pub fn open_replay(
+    path: &Path,
+    spec: ReplaySpec,
+    capacity: usize,
+) -> Result<ReplayBuffer, ReplayError> {
     let (buffer, report) = ReplayBuffer::open(path, spec, capacity, LoadMode::Strict)?;
     warn_about_dropped_tail(&report);
     Ok(buffer)
@@ -78,7 +91,11 @@ pub fn open_replay(path: &Path, spec: ReplaySpec, capacity: usize) -> Result<Rep
 /// Opens a run's replay file read-only, without its lock (evaluation and plots: on read-only
 /// folders, beside a running `wm train`, the same run twice). A torn final record is left out
 /// with a warning on stderr; a missing file or corruption is an error.
-pub fn open_replay_read_only(path: &Path, spec: ReplaySpec, capacity: usize) -> Result<ReplayBuffer, ReplayError> {
+pub fn open_replay_read_only(
+    path: &Path,
+    spec: ReplaySpec,
+    capacity: usize,
+) -> Result<ReplayBuffer, ReplayError> {
     let (buffer, report) = ReplayBuffer::open_read_only(path, spec, capacity, LoadMode::Strict)?;
     warn_about_dropped_tail(&report);
     Ok(buffer)
@@ -86,7 +103,11 @@ pub fn open_replay_read_only(path: &Path, spec: ReplaySpec, capacity: usize) -> 
 
 fn warn_about_dropped_tail(report: &LoadReport) {
     if let Some(dropped) = &report.dropped_tail {
-        let action = if report.read_only { "left out" } else { "cut off" };
+        let action = if report.read_only {
+            "left out"
+        } else {
+            "cut off"
+        };
         eprintln!(
             "warning: {}: {action} {} bytes from byte {} ({}); the {} intact episodes ({} transitions) before them are kept",
             report.path.display(),
@@ -108,7 +129,12 @@ mod tests {
         let runs = tempfile::tempdir().expect("temp dir");
         let first = RunFolder::create(runs.path(), "cartpole", "cvae", 7).expect("create");
         let second = RunFolder::create(runs.path(), "cartpole", "cvae", 7).expect("create");
-        let name = first.dir.file_name().and_then(|n| n.to_str()).expect("utf-8 name").to_string();
+        let name = first
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name")
+            .to_string();
         assert!(name.starts_with("cartpole__cvae__7__"), "{name}");
         assert_ne!(first.dir, second.dir);
     }

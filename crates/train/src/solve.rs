@@ -34,7 +34,10 @@ impl SeedCurve {
     /// If the event files cannot be read or are corrupt.
     pub fn from_run(seed: u64, run_dir: &Path, wall_seconds: f64) -> Result<Self, EventFileError> {
         let mut points: Vec<(u64, f64)> = Vec::new();
-        for event in read_scalars(run_dir)?.into_iter().filter(|e| e.tag == RETURN_TAG) {
+        for event in read_scalars(run_dir)?
+            .into_iter()
+            .filter(|e| e.tag == RETURN_TAG)
+        {
             let step = event.step.max(0) as u64;
             match points.iter_mut().find(|(s, _)| *s == step) {
                 Some(point) => point.1 = f64::from(event.value),
@@ -42,12 +45,21 @@ impl SeedCurve {
             }
         }
         points.sort_by_key(|p| p.0);
-        Ok(Self { seed, points, wall_seconds, run: run_dir.display().to_string() })
+        Ok(Self {
+            seed,
+            points,
+            wall_seconds,
+            run: run_dir.display().to_string(),
+        })
     }
 
     /// The last evaluation at or before `steps` environment steps.
     pub fn return_at(&self, steps: u64) -> Option<f64> {
-        self.points.iter().take_while(|p| p.0 <= steps).last().map(|p| p.1)
+        self.points
+            .iter()
+            .take_while(|p| p.0 <= steps)
+            .last()
+            .map(|p| p.1)
     }
 
     /// The environment steps of the first evaluation that reached `target`.
@@ -73,14 +85,21 @@ pub struct SolveReport {
 fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n.max(1.0);
-    let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (mean, var.sqrt())
 }
 
 impl SolveReport {
     /// Seeds whose last evaluation within the budget reached the target.
     pub fn solved(&self) -> usize {
-        self.seeds.iter().filter(|s| s.return_at(self.budget).is_some_and(|r| r >= self.target)).count()
+        self.seeds
+            .iter()
+            .filter(|s| s.return_at(self.budget).is_some_and(|r| r >= self.target))
+            .count()
     }
 
     /// The Markdown table: one row per seed, then the mean and standard deviation.
@@ -104,15 +123,28 @@ impl SolveReport {
                 s.seed,
                 fmt(s.return_at(self.budget)),
                 best.map_or("–".into(), |(x, r)| format!("{r:.1} ({x})")),
-                s.first_reaching(self.target).map_or("not reached".into(), |x| x.to_string()),
+                s.first_reaching(self.target)
+                    .map_or("not reached".into(), |x| x.to_string()),
                 last.map_or("–".into(), |(x, r)| format!("{r:.1} ({x})")),
                 s.wall_seconds
             ));
         }
-        let at_budget: Vec<f64> = self.seeds.iter().filter_map(|s| s.return_at(self.budget)).collect();
+        let at_budget: Vec<f64> = self
+            .seeds
+            .iter()
+            .filter_map(|s| s.return_at(self.budget))
+            .collect();
         let (mean, std) = mean_std(&at_budget);
-        let (wall, _) = mean_std(&self.seeds.iter().map(|s| s.wall_seconds).collect::<Vec<_>>());
-        out.push_str(&format!("| mean ± std | {mean:.1} ± {std:.1} | | | | {wall:.0} s |\n"));
+        let (wall, _) = mean_std(
+            &self
+                .seeds
+                .iter()
+                .map(|s| s.wall_seconds)
+                .collect::<Vec<_>>(),
+        );
+        out.push_str(&format!(
+            "| mean ± std | {mean:.1} ± {std:.1} | | | | {wall:.0} s |\n"
+        ));
         out
     }
 
@@ -120,9 +152,19 @@ impl SolveReport {
     /// value at `x` is its last evaluation at or before `x`; seeds not yet evaluated at `x` are
     /// left out): `(x, mean, min, max)`.
     pub fn spread(&self, points: usize) -> Vec<(u64, f64, f64, f64)> {
-        let first = self.seeds.iter().filter_map(|s| s.points.first().map(|p| p.0)).min();
-        let last = self.seeds.iter().filter_map(|s| s.points.last().map(|p| p.0)).max();
-        let (Some(first), Some(last)) = (first, last) else { return Vec::new() };
+        let first = self
+            .seeds
+            .iter()
+            .filter_map(|s| s.points.first().map(|p| p.0))
+            .min();
+        let last = self
+            .seeds
+            .iter()
+            .filter_map(|s| s.points.last().map(|p| p.0))
+            .max();
+        let (Some(first), Some(last)) = (first, last) else {
+            return Vec::new();
+        };
         let n = points.max(2) as u64;
         (0..n)
             .map(|i| first + (last - first) * i / (n - 1))
@@ -144,14 +186,27 @@ impl SolveReport {
     /// # Errors
     /// [`PlotError`] when drawing or writing fails.
     pub fn plot(&self, title: &str, path: &Path) -> Result<(), PlotError> {
-        let fail = |message: String| PlotError { path: path.display().to_string(), message };
+        let fail = |message: String| PlotError {
+            path: path.display().to_string(),
+            message,
+        };
         crate::plot::register_font();
-        let all: Vec<(u64, f64)> = self.seeds.iter().flat_map(|s| s.points.iter().copied()).collect();
+        let all: Vec<(u64, f64)> = self
+            .seeds
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .collect();
         if all.is_empty() {
-            return Err(fail("no seed has an evaluation to plot (eval.policy_episodes = 0?)".into()));
+            return Err(fail(
+                "no seed has an evaluation to plot (eval.policy_episodes = 0?)".into(),
+            ));
         }
         let x_max = all.iter().map(|p| p.0).max().unwrap_or(1).max(self.budget) as f64 * 1.03;
-        let (lo, hi) = all.iter().map(|p| p.1).chain([self.target]).fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+        let (lo, hi) = all
+            .iter()
+            .map(|p| p.1)
+            .chain([self.target])
+            .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
         let pad = ((hi - lo) * 0.08).max(1.0);
         let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
@@ -170,9 +225,24 @@ impl SolveReport {
             .draw()
             .map_err(|e| fail(e.to_string()))?;
         let spread = self.spread(200);
-        let band: Vec<(f64, f64)> = spread.iter().map(|p| (p.0 as f64, p.3)).chain(spread.iter().rev().map(|p| (p.0 as f64, p.2))).collect();
-        chart.draw_series(std::iter::once(Polygon::new(band, RGBColor(120, 160, 230).mix(0.3)))).map_err(|e| fail(e.to_string()))?;
-        let palette = [RGBColor(230, 120, 80), RGBColor(90, 170, 90), RGBColor(160, 110, 200), RGBColor(200, 170, 60), RGBColor(90, 180, 200)];
+        let band: Vec<(f64, f64)> = spread
+            .iter()
+            .map(|p| (p.0 as f64, p.3))
+            .chain(spread.iter().rev().map(|p| (p.0 as f64, p.2)))
+            .collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(
+                band,
+                RGBColor(120, 160, 230).mix(0.3),
+            )))
+            .map_err(|e| fail(e.to_string()))?;
+        let palette = [
+            RGBColor(230, 120, 80),
+            RGBColor(90, 170, 90),
+            RGBColor(160, 110, 200),
+            RGBColor(200, 170, 60),
+            RGBColor(90, 180, 200),
+        ];
         for (i, s) in self.seeds.iter().enumerate() {
             let color = palette[i % palette.len()];
             let line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0 as f64, p.1)).collect();
@@ -181,7 +251,9 @@ impl SolveReport {
                 .map_err(|e| fail(e.to_string()))?
                 .label(format!("seed {}", s.seed))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(|e| fail(e.to_string()))?;
+            chart
+                .draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| fail(e.to_string()))?;
         }
         let mean: Vec<(f64, f64)> = spread.iter().map(|p| (p.0 as f64, p.1)).collect();
         chart
@@ -190,12 +262,25 @@ impl SolveReport {
             .label("mean across seeds (band: min to max)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(3)));
         chart
-            .draw_series(DashedLineSeries::new(vec![(0.0, self.target), (x_max, self.target)], 6, 4, BLACK.stroke_width(1)))
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, self.target), (x_max, self.target)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))
             .map_err(|e| fail(e.to_string()))?
             .label(format!("target {}", self.target))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
         chart
-            .draw_series(DashedLineSeries::new(vec![(self.budget as f64, lo - pad), (self.budget as f64, hi + pad)], 6, 4, RED.stroke_width(1)))
+            .draw_series(DashedLineSeries::new(
+                vec![
+                    (self.budget as f64, lo - pad),
+                    (self.budget as f64, hi + pad),
+                ],
+                6,
+                4,
+                RED.stroke_width(1),
+            ))
             .map_err(|e| fail(e.to_string()))?
             .label(format!("budget {} steps", self.budget))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
@@ -217,7 +302,12 @@ mod tests {
     use super::*;
 
     fn curve(seed: u64, points: &[(u64, f64)]) -> SeedCurve {
-        SeedCurve { seed, points: points.to_vec(), wall_seconds: 10.0, run: format!("run{seed}") }
+        SeedCurve {
+            seed,
+            points: points.to_vec(),
+            wall_seconds: 10.0,
+            run: format!("run{seed}"),
+        }
     }
 
     fn report() -> SolveReport {
@@ -226,7 +316,15 @@ mod tests {
             target: -200.0,
             budget: 3000,
             seeds: vec![
-                curve(0, &[(1000, -900.0), (2000, -300.0), (2900, -150.0), (3500, -140.0)]),
+                curve(
+                    0,
+                    &[
+                        (1000, -900.0),
+                        (2000, -300.0),
+                        (2900, -150.0),
+                        (3500, -140.0),
+                    ],
+                ),
                 curve(1, &[(1100, -1000.0), (2100, -250.0), (3100, -120.0)]),
             ],
         }
@@ -236,7 +334,11 @@ mod tests {
     fn return_at_the_budget_is_the_last_evaluation_before_it_and_solved_counts_seeds() {
         let r = report();
         assert_eq!(r.seeds[0].return_at(3000), Some(-150.0));
-        assert_eq!(r.seeds[1].return_at(3000), Some(-250.0), "the evaluation at 3100 is past the budget");
+        assert_eq!(
+            r.seeds[1].return_at(3000),
+            Some(-250.0),
+            "the evaluation at 3100 is past the budget"
+        );
         assert_eq!(r.seeds[1].return_at(500), None);
         assert_eq!(r.seeds[0].first_reaching(-200.0), Some(2900));
         assert_eq!(r.seeds[1].first_reaching(-200.0), Some(3100));
@@ -249,7 +351,11 @@ mod tests {
     #[test]
     fn spread_takes_each_seeds_latest_value_and_skips_seeds_not_yet_evaluated() {
         let spread = report().spread(6);
-        assert_eq!(spread.first(), Some(&(1000, -900.0, -900.0, -900.0)), "only seed 0 is evaluated at 1000");
+        assert_eq!(
+            spread.first(),
+            Some(&(1000, -900.0, -900.0, -900.0)),
+            "only seed 0 is evaluated at 1000"
+        );
         let at_3500 = spread.last().copied().expect("points");
         assert_eq!(at_3500, (3500, -130.0, -140.0, -120.0));
     }
@@ -261,8 +367,14 @@ mod tests {
         report().plot("test", &path).expect("plot");
         let bytes = std::fs::read(&path).expect("png written");
         assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
-        let empty = SolveReport { seeds: vec![curve(0, &[])], ..report() };
+        let empty = SolveReport {
+            seeds: vec![curve(0, &[])],
+            ..report()
+        };
         let error = empty.plot("test", &path).unwrap_err();
-        assert!(error.to_string().contains("no seed has an evaluation"), "{error}");
+        assert!(
+            error.to_string().contains("no seed has an evaluation"),
+            "{error}"
+        );
     }
 }

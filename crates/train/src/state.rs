@@ -35,25 +35,50 @@ pub struct Learner {
 }
 
 fn run_error(run: &RunFolder) -> impl Fn(String) -> TrainError + '_ {
-    move |message| TrainError::Run { run: run.dir.clone(), message }
+    move |message| TrainError::Run {
+        run: run.dir.clone(),
+        message,
+    }
 }
 
 impl Learner {
     /// A new learner for `config` on `device` (an autodiff device), seeded from the config.
-    pub fn fresh(config: &TrainConfig, spec: &ModelSpec, normalizer: Normalizer, device: &Device) -> Self {
+    pub fn fresh(
+        config: &TrainConfig,
+        spec: &ModelSpec,
+        normalizer: Normalizer,
+        device: &Device,
+    ) -> Self {
         device.seed(config.seed);
         let model = config.model.init(spec, normalizer, device);
         let agent = match &config.data.policy {
-            CollectPolicy::Actor(agent) => Some(ActorCritic::new(agent, model.feature_dim(), &spec.action, device)),
+            CollectPolicy::Actor(agent) => Some(ActorCritic::new(
+                agent,
+                model.feature_dim(),
+                &spec.action,
+                device,
+            )),
             _ => None,
         };
         let optimizer = AdamConfig::new().with_epsilon(config.optim.eps).init();
-        Self { model, optimizer, rng: ChaCha8Rng::seed_from_u64(config.seed), update: 0, nonfinite_updates: 0, agent }
+        Self {
+            model,
+            optimizer,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            update: 0,
+            nonfinite_updates: 0,
+            agent,
+        }
     }
 
     /// The learner saved in `checkpoint`, for `config` (whose model must fit the saved
     /// parameters), on `device` (an autodiff device).
-    pub fn restore(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device, run: &RunFolder) -> Result<Self, TrainError> {
+    pub fn restore(
+        config: &TrainConfig,
+        checkpoint: &Checkpoint,
+        device: &Device,
+        run: &RunFolder,
+    ) -> Result<Self, TrainError> {
         let fail = run_error(run);
         // The device RNG (reparameterisation noise) cannot be saved; reseeding it from the
         // update count keeps a resumed run reproducible, though not identical to an
@@ -65,7 +90,11 @@ impl Learner {
             .init()
             .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer_bytes.clone()))
             .map_err(|error| fail(format!("the optimiser state is unreadable: {error:?}")))?;
-        let rng = checkpoint.meta.rng.restore().ok_or_else(|| fail("the checkpoint's RNG state is unreadable".into()))?;
+        let rng = checkpoint
+            .meta
+            .rng
+            .restore()
+            .ok_or_else(|| fail("the checkpoint's RNG state is unreadable".into()))?;
         let agent = match (&config.data.policy, &checkpoint.meta.agent_state) {
             (CollectPolicy::Actor(agent_config), Some(state)) => {
                 let bytes = AgentBytes {
@@ -73,14 +102,30 @@ impl Learner {
                     optimizer: checkpoint.agent.optimizer.clone(),
                     state: state.to_string(),
                 };
-                let agent = ActorCritic::from_bytes(agent_config, model.feature_dim(), TrainableModel::action_spec(&model), device, &bytes)
-                    .map_err(|error| fail(format!("the checkpoint's actor-critic does not fit data.policy: {error}")))?;
+                let agent = ActorCritic::from_bytes(
+                    agent_config,
+                    model.feature_dim(),
+                    TrainableModel::action_spec(&model),
+                    device,
+                    &bytes,
+                )
+                .map_err(|error| {
+                    fail(format!(
+                        "the checkpoint's actor-critic does not fit data.policy: {error}"
+                    ))
+                })?;
                 Some(agent)
             }
             (CollectPolicy::Actor(_), None) => {
-                return Err(fail("config.ron acts with an actor but the checkpoint holds no actor-critic".into()));
+                return Err(fail(
+                    "config.ron acts with an actor but the checkpoint holds no actor-critic".into(),
+                ));
             }
-            (_, Some(_)) => return Err(fail("the checkpoint holds an actor-critic but config.ron acts without one".into())),
+            (_, Some(_)) => {
+                return Err(fail(
+                    "the checkpoint holds an actor-critic but config.ron acts without one".into(),
+                ));
+            }
             (_, None) => None,
         };
         Ok(Self {
@@ -95,26 +140,54 @@ impl Learner {
 
     /// Whether the model's and the actor-critic's weights are all finite.
     pub fn weights_finite(&self) -> bool {
-        self.model.parameters_finite() && self.agent.as_ref().is_none_or(|agent| parameters_finite(&agent.nets))
+        self.model.parameters_finite()
+            && self
+                .agent
+                .as_ref()
+                .is_none_or(|agent| parameters_finite(&agent.nets))
     }
 
     /// Writes the learner's checkpoint into `run` (one file, atomically), after checking that
     /// every weight is finite: a NaN never reaches a checkpoint.
-    pub fn save(&self, run: &RunFolder, config: &TrainConfig, env_steps: u64) -> Result<(), TrainError> {
+    pub fn save(
+        &self,
+        run: &RunFolder,
+        config: &TrainConfig,
+        env_steps: u64,
+    ) -> Result<(), TrainError> {
         let fail = run_error(run);
         if !self.weights_finite() {
-            return Err(TrainError::NonFiniteWeights { update: self.update });
+            return Err(TrainError::NonFiniteWeights {
+                update: self.update,
+            });
         }
         let (agent_state, agent) = match &self.agent {
             Some(agent) => {
-                let bytes = agent.to_bytes().map_err(|e| fail(format!("serialising the actor-critic: {e}")))?;
-                let state = serde_json::from_str(&bytes.state).map_err(|e| fail(format!("the actor-critic's state is not JSON: {e}")))?;
-                (Some(state), AgentRecords { nets: bytes.nets, optimizer: bytes.optimizer })
+                let bytes = agent
+                    .to_bytes()
+                    .map_err(|e| fail(format!("serialising the actor-critic: {e}")))?;
+                let state = serde_json::from_str(&bytes.state)
+                    .map_err(|e| fail(format!("the actor-critic's state is not JSON: {e}")))?;
+                (
+                    Some(state),
+                    AgentRecords {
+                        nets: bytes.nets,
+                        optimizer: bytes.optimizer,
+                    },
+                )
             }
             None => (None, AgentRecords::default()),
         };
-        let model_bytes = self.model.clone().into_record().into_bytes().map_err(|e| fail(format!("serialising the model: {e:?}")))?;
-        let optimizer_bytes = self.optimizer.into_bytes().map_err(|e| fail(format!("serialising the optimiser: {e:?}")))?;
+        let model_bytes = self
+            .model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| fail(format!("serialising the model: {e:?}")))?;
+        let optimizer_bytes = self
+            .optimizer
+            .into_bytes()
+            .map_err(|e| fail(format!("serialising the optimiser: {e:?}")))?;
         let checkpoint = Checkpoint {
             meta: CheckpointMeta {
                 update: self.update,
@@ -141,7 +214,12 @@ impl Learner {
 /// # Errors
 /// [`TrainError::Run`] when the checkpoint holds another kind of model, or parameters whose
 /// shapes do not fit the configured model (e.g. other hidden widths).
-pub fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Device, run: &RunFolder) -> Result<AnyModel, TrainError> {
+pub fn restore_model(
+    config: &TrainConfig,
+    checkpoint: &Checkpoint,
+    device: &Device,
+    run: &RunFolder,
+) -> Result<AnyModel, TrainError> {
     let fail = run_error(run);
     if checkpoint.meta.model_kind != config.model.kind() {
         return Err(fail(format!(
@@ -151,10 +229,18 @@ pub fn restore_model(config: &TrainConfig, checkpoint: &Checkpoint, device: &Dev
         )));
     }
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.model_bytes.clone()))
-        .map_err(|error| fail(format!("the checkpoint's model record is unreadable: {error:?}")))?;
+        .map_err(|error| {
+            fail(format!(
+                "the checkpoint's model record is unreadable: {error:?}"
+            ))
+        })?;
     let mut model = AnyModel::from_state(&config.model, &checkpoint.meta.model_state, device)
         .try_load_record(record)
-        .map_err(|error| fail(format!("the checkpoint's parameters do not fit the configured model: {error:?}")))?;
+        .map_err(|error| {
+            fail(format!(
+                "the checkpoint's parameters do not fit the configured model: {error:?}"
+            ))
+        })?;
     model.set_fitted_state(&checkpoint.meta.model_state);
     Ok(model)
 }

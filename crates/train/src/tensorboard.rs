@@ -17,7 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use protobuf::{Message, RepeatedField};
 use tensorboard_proto::event::Event;
-use tensorboard_proto::summary::{Summary, Summary_Image, Summary_Value, SummaryMetadata, SummaryMetadata_PluginData};
+use tensorboard_proto::summary::{
+    Summary, Summary_Image, Summary_Value, SummaryMetadata, SummaryMetadata_PluginData,
+};
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::tensor_shape::TensorShapeProto;
 use tensorboard_proto::types::DataType;
@@ -71,7 +73,11 @@ pub struct TensorBoard {
 
 impl std::fmt::Debug for TensorBoard {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("TensorBoard").field("path", &self.path).field("error", &self.error).finish()
+        formatter
+            .debug_struct("TensorBoard")
+            .field("path", &self.path)
+            .field("error", &self.error)
+            .finish()
     }
 }
 
@@ -80,16 +86,30 @@ impl TensorBoard {
     /// fails if the file cannot be created or written.
     pub fn create(dir: &Path) -> Result<Self, std::io::Error> {
         std::fs::create_dir_all(dir)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let host = host_name();
         let pid = std::process::id();
         let mut attempt = 0u32;
         let (file, path) = loop {
-            let path = dir.join(format!("events.out.tfevents.{:010}.{host}.{pid}.{attempt}", now.as_secs()));
+            let path = dir.join(format!(
+                "events.out.tfevents.{:010}.{host}.{pid}.{attempt}",
+                now.as_secs()
+            ));
             match File::options().write(true).create_new(true).open(&path) {
                 Ok(file) => break (file, path),
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 10_000 => attempt += 1,
-                Err(error) => return Err(std::io::Error::new(error.kind(), format!("creating {}: {error}", path.display()))),
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 10_000 =>
+                {
+                    attempt += 1
+                }
+                Err(error) => {
+                    return Err(std::io::Error::new(
+                        error.kind(),
+                        format!("creating {}: {error}", path.display()),
+                    ));
+                }
             }
         };
         let mut tensorboard = Self::from_file(file, path);
@@ -106,7 +126,11 @@ impl TensorBoard {
     }
 
     fn from_file(file: File, path: PathBuf) -> Self {
-        Self { writer: RecordWriter::new(BufWriter::new(file)), path, error: None }
+        Self {
+            writer: RecordWriter::new(BufWriter::new(file)),
+            path,
+            error: None,
+        }
     }
 
     /// The event file.
@@ -120,7 +144,12 @@ impl TensorBoard {
     }
 
     /// Logs each `(name, value)` as `{prefix}/{name}`.
-    pub fn scalars<'a>(&mut self, prefix: &str, values: impl IntoIterator<Item = (&'a str, f64)>, step: u64) {
+    pub fn scalars<'a>(
+        &mut self,
+        prefix: &str,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+        step: u64,
+    ) {
         for (name, value) in values {
             self.scalar(&format!("{prefix}/{name}"), value, step);
         }
@@ -181,7 +210,12 @@ impl TensorBoard {
 
     fn write_summary(&mut self, summary: Summary, step: u64) {
         let mut event = Event::new();
-        event.set_wall_time(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        event.set_wall_time(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
         event.set_step(step as i64);
         event.set_summary(summary);
         self.write_event(&event);
@@ -216,8 +250,16 @@ fn host_name() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_default();
-    let name: String = name.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
-    if name.is_empty() { "localhost".to_string() } else { name }
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    if name.is_empty() {
+        "localhost".to_string()
+    } else {
+        name
+    }
 }
 
 /// One scalar read back from an event file.
@@ -241,14 +283,21 @@ pub fn read_scalars(dir: &Path) -> Result<Vec<ScalarEvent>, EventFileError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io(dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents")))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("events.out.tfevents"))
+        })
         .collect();
     files.sort();
     let mut parsed = Vec::with_capacity(files.len());
     for path in files {
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         let events = parse_records(&bytes, &path)?;
-        parsed.push((events.first().map_or(f64::INFINITY, Event::get_wall_time), events));
+        parsed.push((
+            events.first().map_or(f64::INFINITY, Event::get_wall_time),
+            events,
+        ));
     }
     // In the order they were started (file names order them only to the second); the sort is
     // stable, so files without a time keep their name order.
@@ -261,7 +310,11 @@ pub fn read_scalars(dir: &Path) -> Result<Vec<ScalarEvent>, EventFileError> {
             }
             for value in event.get_summary().get_value() {
                 if value.has_simple_value() {
-                    scalars.push(ScalarEvent { tag: value.get_tag().to_string(), step: event.get_step(), value: value.get_simple_value() });
+                    scalars.push(ScalarEvent {
+                        tag: value.get_tag().to_string(),
+                        step: event.get_step(),
+                        value: value.get_simple_value(),
+                    });
                 }
             }
         }
@@ -274,14 +327,27 @@ fn parse_records(bytes: &[u8], path: &Path) -> Result<Vec<Event>, EventFileError
     let mut events = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
-        let corrupt = |reason: String| EventFileError::Corrupt { path: path.to_path_buf(), offset, reason };
+        let corrupt = |reason: String| EventFileError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason,
+        };
         if bytes.len() - offset < 12 {
-            return Err(corrupt(format!("{} trailing bytes are too few for a record header", bytes.len() - offset)));
+            return Err(corrupt(format!(
+                "{} trailing bytes are too few for a record header",
+                bytes.len() - offset
+            )));
         }
-        let length = u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes")) as usize;
+        let length =
+            u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes")) as usize;
         let data_start = offset + 12;
-        let Some(data_end) = data_start.checked_add(length).filter(|&end| end + 4 <= bytes.len()) else {
-            return Err(corrupt(format!("record of {length} bytes runs past the end of the file")));
+        let Some(data_end) = data_start
+            .checked_add(length)
+            .filter(|&end| end + 4 <= bytes.len())
+        else {
+            return Err(corrupt(format!(
+                "record of {length} bytes runs past the end of the file"
+            )));
         };
         let event = Event::parse_from_bytes(&bytes[data_start..data_end])
             .map_err(|error| corrupt(format!("not an Event protobuf: {error}")))?;
@@ -306,10 +372,17 @@ mod tests {
             tb.flush().expect("flush");
         }
         let scalars = read_scalars(dir.path()).expect("read back");
-        let summary: Vec<(String, i64, f32)> = scalars.into_iter().map(|s| (s.tag, s.step, s.value)).collect();
+        let summary: Vec<(String, i64, f32)> = scalars
+            .into_iter()
+            .map(|s| (s.tag, s.step, s.value))
+            .collect();
         assert_eq!(
             summary,
-            vec![("loss/total".into(), 1, 1.5), ("eval/nll".into(), 2, -0.25), ("eval/rmse".into(), 2, 0.125)]
+            vec![
+                ("loss/total".into(), 1, 1.5),
+                ("eval/nll".into(), 2, -0.25),
+                ("eval/rmse".into(), 2, 0.125)
+            ]
         );
     }
 
@@ -323,24 +396,52 @@ mod tests {
         second.scalar("loss/total", 2.0, 2);
         first.flush().expect("flush");
         second.flush().expect("flush");
-        let name = first.path().file_name().and_then(|n| n.to_str()).expect("utf-8").to_string();
-        assert!(name.starts_with("events.out.tfevents.") && name.ends_with(&format!(".{}.0", std::process::id())), "{name}");
+        let name = first
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8")
+            .to_string();
+        assert!(
+            name.starts_with("events.out.tfevents.")
+                && name.ends_with(&format!(".{}.0", std::process::id())),
+            "{name}"
+        );
         drop((first, second));
-        let values: Vec<(i64, f32)> = read_scalars(dir.path()).expect("read").into_iter().map(|s| (s.step, s.value)).collect();
-        assert_eq!(values, vec![(1, 1.0), (2, 2.0)], "both files kept, read in the order they were started");
+        let values: Vec<(i64, f32)> = read_scalars(dir.path())
+            .expect("read")
+            .into_iter()
+            .map(|s| (s.step, s.value))
+            .collect();
+        assert_eq!(
+            values,
+            vec![(1, 1.0), (2, 2.0)],
+            "both files kept, read in the order they were started"
+        );
     }
 
     /// `/dev/full` fails every write with "No space left on device", like a full disk.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_write_error_comes_back_from_flush_and_later_events_are_dropped() {
-        let full = File::options().write(true).open("/dev/full").expect("/dev/full exists on Linux");
+        let full = File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full exists on Linux");
         let mut tb = TensorBoard::from_file(full, PathBuf::from("/dev/full"));
         tb.scalar("loss/total", 1.0, 1);
         let error = tb.flush().expect_err("the disk is full");
-        assert_eq!(error.source.kind(), std::io::ErrorKind::StorageFull, "ENOSPC: {error}");
+        assert_eq!(
+            error.source.kind(),
+            std::io::ErrorKind::StorageFull,
+            "ENOSPC: {error}"
+        );
         let message = error.to_string();
-        assert!(message.contains("cannot write TensorBoard event file /dev/full") && message.contains("No space left"), "{message}");
+        assert!(
+            message.contains("cannot write TensorBoard event file /dev/full")
+                && message.contains("No space left"),
+            "{message}"
+        );
         // Later writes neither panic nor clear the error.
         tb.scalars("eval", [("nll", 1.0)], 2);
         assert!(tb.flush().is_err());
@@ -354,7 +455,12 @@ mod tests {
             tb.scalar("loss/total", 1.5, 1);
             tb.flush().expect("flush");
         }
-        let file = std::fs::read_dir(dir.path()).expect("dir").next().expect("one file").expect("entry").path();
+        let file = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .next()
+            .expect("one file")
+            .expect("entry")
+            .path();
         let bytes = std::fs::read(&file).expect("read");
         std::fs::write(&file, &bytes[..bytes.len() - 3]).expect("write");
         let message = read_scalars(dir.path()).unwrap_err().to_string();

@@ -79,12 +79,19 @@ struct Prepared {
 /// Starts a new run from `config`. The config is validated and the device started before the
 /// run folder is created, so a bad config or device leaves nothing on disk.
 pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome, TrainError> {
-    config
-        .validate()
-        .map_err(|invalid| ConfigError::Invalid { location: "config".into(), field: invalid.field, message: invalid.message })?;
+    config.validate().map_err(|invalid| ConfigError::Invalid {
+        location: "config".into(),
+        field: invalid.field,
+        message: invalid.message,
+    })?;
     let device = options.device.init()?;
-    let run = RunFolder::create(&options.runs_dir, &config.env, config.model.kind(), config.seed)
-        .map_err(io_error("creating run folder in", &options.runs_dir))?;
+    let run = RunFolder::create(
+        &options.runs_dir,
+        &config.env,
+        config.model.kind(),
+        config.seed,
+    )
+    .map_err(io_error("creating run folder in", &options.runs_dir))?;
     std::fs::write(run.config(), config.to_ron()).map_err(io_error("writing", &run.config()))?;
     let prepared = prepare(config, run, &device, None, None)?;
     run_loop(prepared, options, &device)
@@ -96,15 +103,28 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
 /// `config.ron` rewritten (the previous one kept as `config.prev.ron`): a failed resume changes
 /// nothing on disk. A run killed before its first checkpoint resumes from update 0 with the
 /// replay it has.
-pub fn resume(run_dir: &Path, overrides: &[String], options: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+pub fn resume(
+    run_dir: &Path,
+    overrides: &[String],
+    options: &TrainOptions,
+) -> Result<TrainOutcome, TrainError> {
     let run = RunFolder::open(run_dir);
     let config = TrainConfig::load(&run.config(), overrides)?;
     let device = options.device.init()?;
     let checkpoint = match Checkpoint::load(&run.checkpoint()) {
         Ok(checkpoint) => Some(checkpoint),
-        Err(CheckpointError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && run.train_replay().is_file() => None,
-        Err(CheckpointError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Err(TrainError::Run { run: run.dir.clone(), message: "has neither a checkpoint nor replay: there is nothing to resume".into() });
+        Err(CheckpointError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && run.train_replay().is_file() =>
+        {
+            None
+        }
+        Err(CheckpointError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(TrainError::Run {
+                run: run.dir.clone(),
+                message: "has neither a checkpoint nor replay: there is nothing to resume".into(),
+            });
         }
         Err(error) => return Err(error.into()),
     };
@@ -115,14 +135,24 @@ pub fn resume(run_dir: &Path, overrides: &[String], options: &TrainOptions) -> R
 
 /// Loads a run's model from its checkpoint onto `device` (without autodiff), for `wm eval` and
 /// `wm plot`, with the config and the held-out episodes.
-pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, AnyModel, ReplayBuffer, u64), TrainError> {
+pub fn load_for_eval(
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(TrainConfig, AnyModel, ReplayBuffer, u64), TrainError> {
     let run = RunFolder::open(run_dir);
     let config = TrainConfig::load(&run.config(), &[])?;
     let checkpoint = Checkpoint::load(&run.checkpoint())?;
     let update = checkpoint.meta.update;
     let model = restore_model(&config, &checkpoint, device, &run)?;
-    let env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
-    let eval_buffer = crate::run::open_replay_read_only(&run.eval_replay(), replay_spec(env.as_ref()), eval_capacity(&config))?;
+    let env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env {
+        env: config.env.clone(),
+        source,
+    })?;
+    let eval_buffer = crate::run::open_replay_read_only(
+        &run.eval_replay(),
+        replay_spec(env.as_ref()),
+        eval_capacity(&config),
+    )?;
     Ok((config, model, eval_buffer, update))
 }
 
@@ -131,9 +161,11 @@ pub fn load_for_eval(run_dir: &Path, device: &Device) -> Result<(TrainConfig, An
 fn rewrite_config(run: &RunFolder, config: &TrainConfig) -> Result<(), TrainError> {
     let path = run.config();
     let previous = path.with_file_name("config.prev.ron");
-    std::fs::copy(&path, &previous).map_err(io_error("keeping the previous config as", &previous))?;
+    std::fs::copy(&path, &previous)
+        .map_err(io_error("keeping the previous config as", &previous))?;
     let temporary = path.with_extension("ron.tmp");
-    let written = std::fs::write(&temporary, config.to_ron()).and_then(|()| std::fs::rename(&temporary, &path));
+    let written = std::fs::write(&temporary, config.to_ron())
+        .and_then(|()| std::fs::rename(&temporary, &path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
@@ -151,12 +183,23 @@ fn prepare(
     checkpoint: Option<Checkpoint>,
     rewrite: Option<&TrainConfig>,
 ) -> Result<Prepared, TrainError> {
-    let mut env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
+    let mut env = wm_envs::make(&config.env).map_err(|source| crate::data::CollectError::Env {
+        env: config.env.clone(),
+        source,
+    })?;
     let spec = replay_spec(env.as_ref());
-    let mut train_buffer = crate::run::open_replay(&run.train_replay(), spec.clone(), config.data.replay_capacity)?;
-    let mut eval_buffer = crate::run::open_replay(&run.eval_replay(), spec, eval_capacity(&config))?;
+    let mut train_buffer = crate::run::open_replay(
+        &run.train_replay(),
+        spec.clone(),
+        config.data.replay_capacity,
+    )?;
+    let mut eval_buffer =
+        crate::run::open_replay(&run.eval_replay(), spec, eval_capacity(&config))?;
     let training_device = device.clone().autodiff();
-    let restored = checkpoint.as_ref().map(|checkpoint| Learner::restore(&config, checkpoint, &training_device, &run)).transpose()?;
+    let restored = checkpoint
+        .as_ref()
+        .map(|checkpoint| Learner::restore(&config, checkpoint, &training_device, &run))
+        .transpose()?;
     if let Some(config) = rewrite {
         rewrite_config(&run, config)?;
     }
@@ -164,28 +207,49 @@ fn prepare(
     // resumed run finds it in the replay file (and completes it if it was stopped while
     // prefilling).
     if train_buffer.n_transitions() < config.data.prefill_steps {
-        let seed = config.seed.wrapping_add(train_buffer.n_episodes() as u64 * 7_919);
+        let seed = config
+            .seed
+            .wrapping_add(train_buffer.n_episodes() as u64 * 7_919);
         let missing = config.data.prefill_steps - train_buffer.n_transitions();
         collect_episodes(env.as_mut(), seed, missing, &mut train_buffer)?;
     }
     if eval_buffer.n_transitions() < config.data.eval_steps {
-        let seed = config.seed.wrapping_add(EVAL_SEED_OFFSET).wrapping_add(eval_buffer.n_episodes() as u64 * 7_919);
+        let seed = config
+            .seed
+            .wrapping_add(EVAL_SEED_OFFSET)
+            .wrapping_add(eval_buffer.n_episodes() as u64 * 7_919);
         let missing = config.data.eval_steps - eval_buffer.n_transitions();
         collect_episodes(env.as_mut(), seed, missing, &mut eval_buffer)?;
     }
     train_buffer.flush()?;
     eval_buffer.flush()?;
 
-    let env_steps = checkpoint.as_ref().map_or(0, |c| c.meta.env_steps).max(train_buffer.n_transitions() as u64);
+    let env_steps = checkpoint
+        .as_ref()
+        .map_or(0, |c| c.meta.env_steps)
+        .max(train_buffer.n_transitions() as u64);
     let learner = match restored {
         Some(learner) => learner,
         None => {
             let data = all_transitions(&train_buffer, usize::MAX);
-            let normalizer = Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
-            Learner::fresh(&config, &model_spec(env.as_ref()), normalizer, &training_device)
+            let normalizer =
+                Normalizer::fit(&data.obs, &data.next_obs, &data.rewards, data.obs_dim);
+            Learner::fresh(
+                &config,
+                &model_spec(env.as_ref()),
+                normalizer,
+                &training_device,
+            )
         }
     };
-    Ok(Prepared { config, run, train_buffer, eval_buffer, learner, env_steps })
+    Ok(Prepared {
+        config,
+        run,
+        train_buffer,
+        eval_buffer,
+        learner,
+        env_steps,
+    })
 }
 
 /// Capacity of the held-out replay: room for the configured episodes and their overshoot.
@@ -198,15 +262,35 @@ fn should(every: usize, update: u64) -> bool {
     update % every as u64 == 0
 }
 
-fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Result<TrainOutcome, TrainError> {
-    let Prepared { config, run, mut train_buffer, eval_buffer, mut learner, env_steps } = prepared;
+fn run_loop(
+    prepared: Prepared,
+    options: &TrainOptions,
+    device: &Device,
+) -> Result<TrainOutcome, TrainError> {
+    let Prepared {
+        config,
+        run,
+        mut train_buffer,
+        eval_buffer,
+        mut learner,
+        env_steps,
+    } = prepared;
     let training_device = device.clone().autodiff();
-    let mut tensorboard = TensorBoard::create(&run.dir).map_err(io_error("creating TensorBoard events in", &run.dir))?;
+    let mut tensorboard = TensorBoard::create(&run.dir)
+        .map_err(io_error("creating TensorBoard events in", &run.dir))?;
     let first_update = learner.update;
     if first_update == 0 {
         tensorboard.text("config", &format!("```\n{}\n```", config.to_ron()), 0);
-        tensorboard.scalar("data/prefill_transitions", train_buffer.n_transitions() as f64, 0);
-        tensorboard.scalar("data/eval_transitions", eval_buffer.n_transitions() as f64, 0);
+        tensorboard.scalar(
+            "data/prefill_transitions",
+            train_buffer.n_transitions() as f64,
+            0,
+        );
+        tensorboard.scalar(
+            "data/eval_transitions",
+            eval_buffer.n_transitions() as f64,
+            0,
+        );
     }
     let periodic = EvalOptions {
         iwae_samples: vec![config.eval.periodic_iwae_samples],
@@ -217,12 +301,19 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     let total_updates = config.schedule.updates as u64;
     let progress = progress_bar(total_updates, first_update, options.progress);
     let mut window_start = (Instant::now(), first_update);
-    let mut guard = NonFiniteGuard::new(config.schedule.max_nonfinite_in_a_row, learner.nonfinite_updates);
+    let mut guard = NonFiniteGuard::new(
+        config.schedule.max_nonfinite_in_a_row,
+        learner.nonfinite_updates,
+    );
 
     // Rollout workers act on flex (the CPU) whatever the learner's device: the slot copies each
     // published model and actor there on this thread, so no libtorch or GPU tensor reaches a worker.
     let weights = Arc::new(WeightsSlot::for_device(Device::flex()));
-    weights.publish(learner.update, learner.model.valid(), learner.agent.as_ref().map(ActorCritic::policy));
+    weights.publish(
+        learner.update,
+        learner.model.valid(),
+        learner.agent.as_ref().map(ActorCritic::policy),
+    );
     let env_name = config.env.clone();
     let setup = PipelineSetup {
         env_factory: Arc::new(move |_| wm_envs::make(&env_name)),
@@ -246,47 +337,97 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     let ended = if learner.update >= total_updates {
         Ended::Done
     } else {
-        let (ended, stats) = pipeline::run(&setup, &mut train_buffer, &weights, &options.interrupt, |replay, stats| {
-            let (model, outcome) =
-                update_from_replay(learner.model.clone(), &mut learner.optimizer, replay, &mut learner.rng, &config.optim, &training_device)?;
-            learner.model = model;
-            learner.update += 1;
-            let update = learner.update;
-            // Divergence is checked at every update, before anything is written.
-            guard.record(update, &outcome)?;
-            learner.nonfinite_updates = guard.total;
-            let agent_metrics = match &mut learner.agent {
-                Some(agent) => Some(agent_update(agent, &learner.model.valid(), replay, &mut learner.rng, device)?),
-                None => None,
-            };
+        let (ended, stats) = pipeline::run(
+            &setup,
+            &mut train_buffer,
+            &weights,
+            &options.interrupt,
+            |replay, stats| {
+                let (model, outcome) = update_from_replay(
+                    learner.model.clone(),
+                    &mut learner.optimizer,
+                    replay,
+                    &mut learner.rng,
+                    &config.optim,
+                    &training_device,
+                )?;
+                learner.model = model;
+                learner.update += 1;
+                let update = learner.update;
+                // Divergence is checked at every update, before anything is written.
+                guard.record(update, &outcome)?;
+                learner.nonfinite_updates = guard.total;
+                let agent_metrics = match &mut learner.agent {
+                    Some(agent) => Some(agent_update(
+                        agent,
+                        &learner.model.valid(),
+                        replay,
+                        &mut learner.rng,
+                        device,
+                    )?),
+                    None => None,
+                };
 
-            if should(config.schedule.log_every, update) || update == total_updates {
-                log_update(&mut tensorboard, &outcome, agent_metrics.as_ref(), guard.total, update);
-                log_pipeline(&mut tensorboard, stats, update, &mut window_start);
-                progress.set_message(format!("loss {:.4}, {} env steps", outcome.total, stats.inserted_steps));
-            }
-            progress.set_position(update);
-
-            if should(config.schedule.eval_every, update) {
-                let report = evaluate_any(&learner.model.valid(), &eval_buffer, &periodic, update, device);
-                log_report(&mut tensorboard, &report);
-                if config.eval.policy_episodes > 0 {
-                    let (mean_return, mean_length) = policy_returns(&learner.model.valid(), learner.agent.as_ref(), &config, device)?;
-                    tensorboard.scalar("eval/return", mean_return, stats.inserted_steps);
-                    tensorboard.scalar("eval/episode_length", mean_length, stats.inserted_steps);
-                    tensorboard.scalar("eval/return_by_update", mean_return, update);
+                if should(config.schedule.log_every, update) || update == total_updates {
+                    log_update(
+                        &mut tensorboard,
+                        &outcome,
+                        agent_metrics.as_ref(),
+                        guard.total,
+                        update,
+                    );
+                    log_pipeline(&mut tensorboard, stats, update, &mut window_start);
+                    progress.set_message(format!(
+                        "loss {:.4}, {} env steps",
+                        outcome.total, stats.inserted_steps
+                    ));
                 }
-                tensorboard.flush()?;
-            }
-            if should(config.schedule.checkpoint_every, update) {
-                replay.sync()?;
-                learner.save(&run, &config, stats.inserted_steps)?;
-            }
-            if should(config.pipeline.weight_sync_every, update) {
-                weights.publish(update, learner.model.valid(), learner.agent.as_ref().map(ActorCritic::policy));
-            }
-            Ok(if update >= total_updates { Control::Stop } else { Control::Continue })
-        })?;
+                progress.set_position(update);
+
+                if should(config.schedule.eval_every, update) {
+                    let report = evaluate_any(
+                        &learner.model.valid(),
+                        &eval_buffer,
+                        &periodic,
+                        update,
+                        device,
+                    );
+                    log_report(&mut tensorboard, &report);
+                    if config.eval.policy_episodes > 0 {
+                        let (mean_return, mean_length) = policy_returns(
+                            &learner.model.valid(),
+                            learner.agent.as_ref(),
+                            &config,
+                            device,
+                        )?;
+                        tensorboard.scalar("eval/return", mean_return, stats.inserted_steps);
+                        tensorboard.scalar(
+                            "eval/episode_length",
+                            mean_length,
+                            stats.inserted_steps,
+                        );
+                        tensorboard.scalar("eval/return_by_update", mean_return, update);
+                    }
+                    tensorboard.flush()?;
+                }
+                if should(config.schedule.checkpoint_every, update) {
+                    replay.sync()?;
+                    learner.save(&run, &config, stats.inserted_steps)?;
+                }
+                if should(config.pipeline.weight_sync_every, update) {
+                    weights.publish(
+                        update,
+                        learner.model.valid(),
+                        learner.agent.as_ref().map(ActorCritic::policy),
+                    );
+                }
+                Ok(if update >= total_updates {
+                    Control::Stop
+                } else {
+                    Control::Continue
+                })
+            },
+        )?;
         env_steps_now = stats.inserted_steps;
         final_stats = Some(stats);
         ended
@@ -297,13 +438,19 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
     if ended == Ended::Interrupted {
         learner.save(&run, &config, env_steps_now)?;
         tensorboard.flush()?;
-        return Err(TrainError::Interrupted { update: learner.update, run: run.dir.clone() });
+        return Err(TrainError::Interrupted {
+            update: learner.update,
+            run: run.dir.clone(),
+        });
     }
 
     // What a model fits once its parameters are final (the expectation model's residual
     // variance, for its likelihood).
     let data = all_transitions(&train_buffer, 20_000);
-    let batches: Vec<_> = (0..data.batch_size).step_by(1024).map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device)).collect();
+    let batches: Vec<_> = (0..data.batch_size)
+        .step_by(1024)
+        .map(|s| to_tensors(&data, s..(s + 1024).min(data.batch_size), device))
+        .collect();
     learner.model.fit_after_training(batches.iter());
     learner.save(&run, &config, env_steps_now)?;
 
@@ -313,17 +460,33 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
     };
-    let mut report = evaluate_any(&learner.model.valid(), &eval_buffer, &full, learner.update, device);
+    let mut report = evaluate_any(
+        &learner.model.valid(),
+        &eval_buffer,
+        &full,
+        learner.update,
+        device,
+    );
     if config.eval.policy_episodes > 0 {
-        let (mean_return, mean_length) = policy_returns(&learner.model.valid(), learner.agent.as_ref(), &config, device)?;
+        let (mean_return, mean_length) = policy_returns(
+            &learner.model.valid(),
+            learner.agent.as_ref(),
+            &config,
+            device,
+        )?;
         tensorboard.scalar("eval/return", mean_return, env_steps_now);
         tensorboard.scalar("eval/episode_length", mean_length, env_steps_now);
-        (report.policy_return, report.policy_episode_length) = (Some(mean_return), Some(mean_length));
+        (report.policy_return, report.policy_episode_length) =
+            (Some(mean_return), Some(mean_length));
     }
     log_report(&mut tensorboard, &report);
     tensorboard.flush()?;
     let eval_json = run.eval_json();
-    std::fs::write(&eval_json, serde_json::to_string_pretty(&report).expect("report should serialise")).map_err(io_error("writing", &eval_json))?;
+    std::fs::write(
+        &eval_json,
+        serde_json::to_string_pretty(&report).expect("report should serialise"),
+    )
+    .map_err(io_error("writing", &eval_json))?;
     Ok(TrainOutcome {
         run,
         report,
@@ -336,12 +499,30 @@ fn run_loop(prepared: Prepared, options: &TrainOptions, device: &Device) -> Resu
 
 /// Mean return and length of `eval.policy_episodes` real episodes with the acting policy over
 /// `model` (held-out seeds, no exploration).
-fn policy_returns(model: &AnyModel, agent: Option<&ActorCritic>, config: &TrainConfig, device: &Device) -> Result<(f64, f64), TrainError> {
+fn policy_returns(
+    model: &AnyModel,
+    agent: Option<&ActorCritic>,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(f64, f64), TrainError> {
     let seed = config.seed.wrapping_add(2 * EVAL_SEED_OFFSET);
     let policy_net = agent.map(ActorCritic::policy);
-    let results = crate::acting::evaluate_policy(model, policy_net.as_ref(), &config.env, &config.data.policy, config.eval.policy_episodes, seed, device)
-        .map_err(|source| crate::data::CollectError::Env { env: config.env.clone(), source })?;
+    let results = crate::acting::evaluate_policy(
+        model,
+        policy_net.as_ref(),
+        &config.env,
+        &config.data.policy,
+        config.eval.policy_episodes,
+        seed,
+        device,
+    )
+    .map_err(|source| crate::data::CollectError::Env {
+        env: config.env.clone(),
+        source,
+    })?;
     let n = results.len().max(1) as f64;
-    Ok((results.iter().map(|r| r.0).sum::<f64>() / n, results.iter().map(|r| r.1 as f64).sum::<f64>() / n))
+    Ok((
+        results.iter().map(|r| r.0).sum::<f64>() / n,
+        results.iter().map(|r| r.1 as f64).sum::<f64>() / n,
+    ))
 }
-

@@ -38,7 +38,12 @@ impl StepOutcome {
     /// The loss terms and the gradient norm as `name=value` text (for errors).
     pub fn describe(&self) -> String {
         let mut parts = vec![format!("total={}", self.total)];
-        parts.extend(self.loss.terms.iter().map(|(name, term)| format!("{name}={}", term.clone().into_scalar::<f32>())));
+        parts.extend(
+            self.loss
+                .terms
+                .iter()
+                .map(|(name, term)| format!("{name}={}", term.clone().into_scalar::<f32>())),
+        );
         parts.push(format!("grad_norm={}", self.grad_norm));
         parts.join(", ")
     }
@@ -48,18 +53,48 @@ impl StepOutcome {
 /// clipping at `grad_clip`, Adam at `lr`. When the loss or the gradient norm is NaN or infinite
 /// the step is skipped: the model comes back unchanged and the optimiser's state untouched.
 /// The model must live on an autodiff device.
-pub fn update_step<M: TrainableModel>(model: M, optimizer: &mut ModuleOptimizer, batch: &Batch, lr: f64, grad_clip: f32) -> (M, StepOutcome) {
+pub fn update_step<M: TrainableModel>(
+    model: M,
+    optimizer: &mut ModuleOptimizer,
+    batch: &Batch,
+    lr: f64,
+    grad_clip: f32,
+) -> (M, StepOutcome) {
     let loss = model.loss(batch);
     let total = loss.total.clone().into_scalar::<f32>();
     if !total.is_finite() {
-        return (model, StepOutcome { loss, total, grad_norm: f32::NAN, applied: false });
+        return (
+            model,
+            StepOutcome {
+                loss,
+                total,
+                grad_norm: f32::NAN,
+                applied: false,
+            },
+        );
     }
     let mut grads = GradientsParams::from_grads(loss.total.backward(), &model);
     let grad_norm = clip_global_norm(&model, &mut grads, grad_clip);
     if !grad_norm.is_finite() {
-        return (model, StepOutcome { loss, total, grad_norm, applied: false });
+        return (
+            model,
+            StepOutcome {
+                loss,
+                total,
+                grad_norm,
+                applied: false,
+            },
+        );
     }
-    (optimizer.step(lr, model, grads), StepOutcome { loss, total, grad_norm, applied: true })
+    (
+        optimizer.step(lr, model, grads),
+        StepOutcome {
+            loss,
+            total,
+            grad_norm,
+            applied: true,
+        },
+    )
 }
 
 /// A batch of `kind` sampled from `replay` on `device`: `batch_size` transitions, or
@@ -79,7 +114,8 @@ pub fn sample_batch(
             Batch::Transitions(to_tensors(&batch, 0..batch.batch_size, device))
         }
         BatchKind::Sequences => {
-            let batch = replay.sample_sequences(rng, batch_size, seq_len, SequenceMode::Straddle)?;
+            let batch =
+                replay.sample_sequences(rng, batch_size, seq_len, SequenceMode::Straddle)?;
             Batch::Sequences(sequence_tensors(&batch, device))
         }
     })
@@ -95,8 +131,21 @@ pub fn update_from_replay(
     optim: &OptimConfig,
     device: &Device,
 ) -> Result<(AnyModel, StepOutcome), TrainError> {
-    let batch = sample_batch(model.batch_kind(), replay, rng, optim.batch_size, optim.seq_len, device)?;
-    Ok(update_step(model, optimizer, &batch, optim.lr, optim.grad_clip))
+    let batch = sample_batch(
+        model.batch_kind(),
+        replay,
+        rng,
+        optim.batch_size,
+        optim.seq_len,
+        device,
+    )?;
+    Ok(update_step(
+        model,
+        optimizer,
+        &batch,
+        optim.lr,
+        optim.grad_clip,
+    ))
 }
 
 /// One actor-critic update from start states replayed on `device` (without autodiff): about
@@ -112,10 +161,19 @@ pub fn agent_update(
 ) -> Result<BTreeMap<String, f64>, TrainError> {
     let starts = agent.config().starts;
     let batch = match model.batch_kind() {
-        BatchKind::Transitions => sample_batch(BatchKind::Transitions, replay, rng, starts, 1, device)?,
+        BatchKind::Transitions => {
+            sample_batch(BatchKind::Transitions, replay, rng, starts, 1, device)?
+        }
         BatchKind::Sequences => {
             let sequences = starts.div_ceil(AGENT_START_SEQ_LEN).max(1);
-            sample_batch(BatchKind::Sequences, replay, rng, sequences, AGENT_START_SEQ_LEN, device)?
+            sample_batch(
+                BatchKind::Sequences,
+                replay,
+                rng,
+                sequences,
+                AGENT_START_SEQ_LEN,
+                device,
+            )?
         }
     };
     Ok(model.update_agent(agent, &batch))
@@ -149,7 +207,11 @@ pub struct NonFiniteGuard {
 impl NonFiniteGuard {
     /// A guard that allows `max_in_a_row - 1` skipped updates in a row, with `total` skipped so far.
     pub fn new(max_in_a_row: usize, total: u64) -> Self {
-        Self { max_in_a_row, in_a_row: 0, total }
+        Self {
+            max_in_a_row,
+            in_a_row: 0,
+            total,
+        }
     }
 
     /// Records the outcome of update number `update`.
@@ -164,7 +226,11 @@ impl NonFiniteGuard {
         self.in_a_row += 1;
         self.total += 1;
         if self.in_a_row >= self.max_in_a_row {
-            return Err(TrainError::Diverged { update, in_a_row: self.in_a_row, terms: outcome.describe() });
+            return Err(TrainError::Diverged {
+                update,
+                in_a_row: self.in_a_row,
+                terms: outcome.describe(),
+            });
         }
         Ok(())
     }
@@ -202,8 +268,14 @@ mod tests {
     fn a_non_finite_batch_skips_the_update_and_a_finite_one_applies_it() {
         let device = wm_backend::test_device().autodiff();
         device.seed(0);
-        let spec = ModelSpec { obs_dim: 2, action: ActionSpec::Discrete { n: 2 } };
-        let config = ModelConfig::Deterministic(DeterministicMlpConfig { hidden: vec![4], ..Default::default() });
+        let spec = ModelSpec {
+            obs_dim: 2,
+            action: ActionSpec::Discrete { n: 2 },
+        };
+        let config = ModelConfig::Deterministic(DeterministicMlpConfig {
+            hidden: vec![4],
+            ..Default::default()
+        });
         let model = config.init(&spec, Normalizer::identity(2), &device);
         let mut optimizer = AdamConfig::new().init();
         let before = parameters(&model);
@@ -211,14 +283,30 @@ mod tests {
         // The injected batch: one NaN observation poisons the loss.
         let poisoned = batch(vec![0.5, f32::NAN, 0.1, 0.2], &device);
         let (model, outcome) = update_step(model, &mut optimizer, &poisoned, 1e-2, 100.0);
-        assert!(!outcome.applied && !outcome.total.is_finite(), "{}", outcome.describe());
-        assert_eq!(parameters(&model), before, "a skipped update must leave the weights as they were");
+        assert!(
+            !outcome.applied && !outcome.total.is_finite(),
+            "{}",
+            outcome.describe()
+        );
+        assert_eq!(
+            parameters(&model),
+            before,
+            "a skipped update must leave the weights as they were"
+        );
         assert!(model.parameters_finite());
 
         let clean = batch(vec![0.5, 0.3, 0.1, 0.2], &device);
         let (model, outcome) = update_step(model, &mut optimizer, &clean, 1e-2, 100.0);
-        assert!(outcome.applied && outcome.total.is_finite() && outcome.grad_norm.is_finite(), "{}", outcome.describe());
-        assert_ne!(parameters(&model), before, "a finite update changes the weights");
+        assert!(
+            outcome.applied && outcome.total.is_finite() && outcome.grad_norm.is_finite(),
+            "{}",
+            outcome.describe()
+        );
+        assert_ne!(
+            parameters(&model),
+            before,
+            "a finite update changes the weights"
+        );
     }
 
     #[test]
@@ -230,17 +318,32 @@ mod tests {
             weights: BTreeMap::new(),
             metrics: BTreeMap::new(),
         };
-        let skipped = StepOutcome { loss: loss(f32::NAN), total: f32::NAN, grad_norm: f32::NAN, applied: false };
-        let applied = StepOutcome { loss: loss(1.0), total: 1.0, grad_norm: 0.5, applied: true };
+        let skipped = StepOutcome {
+            loss: loss(f32::NAN),
+            total: f32::NAN,
+            grad_norm: f32::NAN,
+            applied: false,
+        };
+        let applied = StepOutcome {
+            loss: loss(1.0),
+            total: 1.0,
+            grad_norm: 0.5,
+            applied: true,
+        };
         let mut guard = NonFiniteGuard::new(3, 0);
         guard.record(1, &skipped).expect("1 in a row");
         guard.record(2, &skipped).expect("2 in a row");
-        guard.record(3, &applied).expect("an applied update resets the run of skips");
+        guard
+            .record(3, &applied)
+            .expect("an applied update resets the run of skips");
         guard.record(4, &skipped).expect("1 in a row");
         guard.record(5, &skipped).expect("2 in a row");
         let error = guard.record(6, &skipped).unwrap_err();
         assert_eq!(guard.total, 5);
         let message = error.to_string();
-        assert!(message.contains("3 updates in a row up to update 6") && message.contains("total=NaN"), "{message}");
+        assert!(
+            message.contains("3 updates in a row up to update 6") && message.contains("total=NaN"),
+            "{message}"
+        );
     }
 }

@@ -26,7 +26,10 @@ macro_rules! dispatch {
         match ($model, $state) {
             (AnyModel::Transition($m), AnyState::Obs($s)) => $body,
             (AnyModel::Rssm($m), AnyState::Rssm($s)) => $body,
-            (model, _) => panic!("a {} model was given the state of another kind of model", model.kind()),
+            (model, _) => panic!(
+                "a {} model was given the state of another kind of model",
+                model.kind()
+            ),
         }
     };
 }
@@ -55,15 +58,33 @@ impl WorldModel for AnyModel {
         }
     }
 
-    fn observe_step(&self, state: &AnyState, action: Tensor<2>, obs: Tensor<2>, sample: bool) -> AnyState {
+    fn observe_step(
+        &self,
+        state: &AnyState,
+        action: Tensor<2>,
+        obs: Tensor<2>,
+        sample: bool,
+    ) -> AnyState {
         match (self, state) {
-            (AnyModel::Transition(m), AnyState::Obs(s)) => AnyState::Obs(m.observe_step(s, action, obs, sample)),
-            (AnyModel::Rssm(m), AnyState::Rssm(s)) => AnyState::Rssm(m.observe_step(s, action, obs, sample)),
-            (model, _) => panic!("a {} model was given the state of another kind of model", model.kind()),
+            (AnyModel::Transition(m), AnyState::Obs(s)) => {
+                AnyState::Obs(m.observe_step(s, action, obs, sample))
+            }
+            (AnyModel::Rssm(m), AnyState::Rssm(s)) => {
+                AnyState::Rssm(m.observe_step(s, action, obs, sample))
+            }
+            (model, _) => panic!(
+                "a {} model was given the state of another kind of model",
+                model.kind()
+            ),
         }
     }
 
-    fn step(&self, state: &AnyState, action: Tensor<2>, sample: bool) -> (AnyState, StepPrediction) {
+    fn step(
+        &self,
+        state: &AnyState,
+        action: Tensor<2>,
+        sample: bool,
+    ) -> (AnyState, StepPrediction) {
         match (self, state) {
             (AnyModel::Transition(m), AnyState::Obs(s)) => {
                 let (next, prediction) = m.step(s, action, sample);
@@ -73,11 +94,19 @@ impl WorldModel for AnyModel {
                 let (next, prediction) = m.step(s, action, sample);
                 (AnyState::Rssm(next), prediction)
             }
-            (model, _) => panic!("a {} model was given the state of another kind of model", model.kind()),
+            (model, _) => panic!(
+                "a {} model was given the state of another kind of model",
+                model.kind()
+            ),
         }
     }
 
-    fn step_reward(&self, state: &AnyState, action: Tensor<2>, sample: bool) -> (AnyState, Tensor<1>, Tensor<1>) {
+    fn step_reward(
+        &self,
+        state: &AnyState,
+        action: Tensor<2>,
+        sample: bool,
+    ) -> (AnyState, Tensor<1>, Tensor<1>) {
         match (self, state) {
             (AnyModel::Transition(m), AnyState::Obs(s)) => {
                 let (next, reward, cont) = m.step_reward(s, action, sample);
@@ -87,7 +116,10 @@ impl WorldModel for AnyModel {
                 let (next, reward, cont) = m.step_reward(s, action, sample);
                 (AnyState::Rssm(next), reward, cont)
             }
-            (model, _) => panic!("a {} model was given the state of another kind of model", model.kind()),
+            (model, _) => panic!(
+                "a {} model was given the state of another kind of model",
+                model.kind()
+            ),
         }
     }
 
@@ -125,7 +157,10 @@ impl WorldModel for AnyModel {
         match (self, state) {
             (AnyModel::Transition(m), AnyState::Obs(s)) => AnyState::Obs(m.repeat(s, times)),
             (AnyModel::Rssm(m), AnyState::Rssm(s)) => AnyState::Rssm(m.repeat(s, times)),
-            (model, _) => panic!("a {} model was given the state of another kind of model", model.kind()),
+            (model, _) => panic!(
+                "a {} model was given the state of another kind of model",
+                model.kind()
+            ),
         }
     }
 }
@@ -134,16 +169,33 @@ impl WorldModel for AnyModel {
 mod tests {
     use super::*;
     use crate::model::ModelConfig;
-    use wm_imagine::{ImagineActions, Rollout};
     use burn::tensor::{Distribution, TensorData};
+    use wm_imagine::{ImagineActions, Rollout};
     use wm_models::{DeterministicMlpConfig, ModelSpec, Normalizer};
     use wm_rssm::RssmConfig;
 
     fn models(device: &Device) -> Vec<AnyModel> {
-        let spec = ModelSpec { obs_dim: 3, action: ActionSpec::Continuous { low: vec![-2.0], high: vec![2.0] } };
-        let rssm = RssmConfig { deter: 8, hidden: 8, encoder_hidden: vec![8], decoder_hidden: vec![8], head_hidden: vec![8], ..RssmConfig::default() };
+        let spec = ModelSpec {
+            obs_dim: 3,
+            action: ActionSpec::Continuous {
+                low: vec![-2.0],
+                high: vec![2.0],
+            },
+        };
+        let rssm = RssmConfig {
+            deter: 8,
+            hidden: 8,
+            encoder_hidden: vec![8],
+            decoder_hidden: vec![8],
+            head_hidden: vec![8],
+            ..RssmConfig::default()
+        };
         vec![
-            ModelConfig::Deterministic(DeterministicMlpConfig { hidden: vec![8], ..Default::default() }).init(&spec, Normalizer::identity(3), device),
+            ModelConfig::Deterministic(DeterministicMlpConfig {
+                hidden: vec![8],
+                ..Default::default()
+            })
+            .init(&spec, Normalizer::identity(3), device),
             ModelConfig::Rssm(rssm).init(&spec, Normalizer::identity(3), device),
         ]
     }
@@ -160,23 +212,59 @@ mod tests {
     fn any_model_imagines_and_scores_like_its_inner_model() {
         let device = wm_backend::test_device();
         for model in models(&device) {
-            let obs = Tensor::<2>::from_data(TensorData::new(vec![0.5, -0.5, 1.0, 0.0, 1.0, -1.0], [2, 3]), &device);
+            let obs = Tensor::<2>::from_data(
+                TensorData::new(vec![0.5, -0.5, 1.0, 0.0, 1.0, -1.0], [2, 3]),
+                &device,
+            );
             let actions = Tensor::<3>::random([2, 4, 1], Distribution::Uniform(-2.0, 2.0), &device);
             let start = model.start(&Context::new(obs.clone()), false);
-            let state = model.observe_step(&start, Tensor::from_floats([[1.0], [-1.0]], &device), obs.clone(), false);
+            let state = model.observe_step(
+                &start,
+                Tensor::from_floats([[1.0], [-1.0]], &device),
+                obs.clone(),
+                false,
+            );
             let any = model.imagine(&state, ImagineActions::Sequence(actions.clone()), false);
             let returns = host(model.discounted_returns(&state, actions.clone(), 0.9));
             let (inner_rollout, inner_returns) = match (&model, &state) {
-                (AnyModel::Transition(m), AnyState::Obs(s)) => (obs_reward(m.imagine(s, ImagineActions::Sequence(actions.clone()), false)), host(m.discounted_returns(s, actions, 0.9))),
-                (AnyModel::Rssm(m), AnyState::Rssm(s)) => (obs_reward(WorldModel::imagine(m, s, ImagineActions::Sequence(actions.clone()), false)), host(m.discounted_returns(s, actions, 0.9))),
+                (AnyModel::Transition(m), AnyState::Obs(s)) => (
+                    obs_reward(m.imagine(s, ImagineActions::Sequence(actions.clone()), false)),
+                    host(m.discounted_returns(s, actions, 0.9)),
+                ),
+                (AnyModel::Rssm(m), AnyState::Rssm(s)) => (
+                    obs_reward(WorldModel::imagine(
+                        m,
+                        s,
+                        ImagineActions::Sequence(actions.clone()),
+                        false,
+                    )),
+                    host(m.discounted_returns(s, actions, 0.9)),
+                ),
                 _ => panic!("{}: the state of another kind", model.kind()),
             };
-            assert_eq!((host(any.obs.clone()), host(any.reward.clone())), inner_rollout, "{}", model.kind());
+            assert_eq!(
+                (host(any.obs.clone()), host(any.reward.clone())),
+                inner_rollout,
+                "{}",
+                model.kind()
+            );
             assert_eq!(returns, inner_returns, "{}", model.kind());
             let from_rollout = host(any.discounted_return(0.9));
-            assert!(from_rollout.iter().zip(&returns).all(|(a, b)| (a - b).abs() < 1e-5), "{}: {from_rollout:?} vs {returns:?}", model.kind());
+            assert!(
+                from_rollout
+                    .iter()
+                    .zip(&returns)
+                    .all(|(a, b)| (a - b).abs() < 1e-5),
+                "{}: {from_rollout:?} vs {returns:?}",
+                model.kind()
+            );
             assert_eq!(model.batch_size(&model.repeat(&state, 3)), 6);
-            assert_eq!(model.features(&state).dims(), [2, model.feature_dim()], "{}", model.kind());
+            assert_eq!(
+                model.features(&state).dims(),
+                [2, model.feature_dim()],
+                "{}",
+                model.kind()
+            );
         }
     }
 }
