@@ -34,7 +34,7 @@ export WM_TEST_DEVICE=tch-cpu
 # threads spinning against each other made the model tests 5x to 200x slower on 2 cores.
 export OMP_NUM_THREADS=1
 echo "== (b) libtorch: cargo clippy --features tch (warnings are errors)"
-cargo clippy --workspace --all-targets --locked --features tch -- -D warnings
+cargo clippy --release --workspace --all-targets --locked --features tch -- -D warnings
 echo "== (b) libtorch: model crates on tch-cpu, cross-backend checkpoints"
 # --lib --tests: the unit and integration tests (the doc examples ran in (a), on flex).
 cargo test --release --locked --features tch --lib --tests \

@@ -66,6 +66,7 @@ struct ActingBenchResult {
 }
 
 /// How the model state is kept between actions.
+#[allow(clippy::large_enum_variant, reason = "one value per benchmark run")]
 enum Memory {
     /// `wm_train::acting::Actor`: one filter step per real step.
     Carried(wm_train::acting::Actor<AnyModel>),

@@ -199,7 +199,7 @@ fn kill_9_at_several_points_then_resume_keeps_the_replay_and_the_last_checkpoint
         let checkpointed =
             checkpoint_update(&run).expect("the checkpoint survives a kill -9 (atomic rename)");
         assert!(
-            checkpointed >= floor && checkpointed % 20 == 0,
+            checkpointed >= floor && checkpointed.is_multiple_of(20),
             "kill point {point}: checkpoint at update {checkpointed}"
         );
         let replay_before = episodes(&run.join("replay_train.wmrb"));

@@ -69,7 +69,7 @@ fn main() {
         for step in 0..warmup + steps {
             let mut obs = Vec::with_capacity(b * t * o);
             for _ in 0..b * t {
-                let th = uniform() * 6.283;
+                let th = uniform() * std::f32::consts::TAU;
                 obs.extend([th.cos(), th.sin(), uniform() * 16.0 - 8.0]);
             }
             let act: Vec<f32> = (0..b * t).map(|_| uniform() * 4.0 - 2.0).collect();

@@ -266,6 +266,10 @@ pub fn straight_through(value: Tensor<2>, probs: Tensor<2>) -> Tensor<2> {
 
 /// A latent distribution's parameters.
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "tensor handles, short-lived and never stored in bulk"
+)]
 pub enum LatentDist<const D: usize> {
     /// Diagonal Gaussian: mean and standard deviation, `[.., S]` each.
     Gaussian {

@@ -32,6 +32,10 @@ use crate::config::CollectPolicy;
 use crate::model::AnyModel;
 
 /// How actions are chosen.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handful of values per process (one per model or worker), never stored in bulk"
+)]
 enum Policy {
     Random,
     Planner(AnyPlanner),

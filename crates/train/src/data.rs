@@ -67,6 +67,10 @@ pub fn collect_episodes(
     };
     let spec = buffer.spec().clone();
     let action_space = env.action_space();
+    #[allow(
+        clippy::unusual_byte_groupings,
+        reason = "the digits spell a word; changing the constant would change every seeded run"
+    )]
     let mut policy_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_a11_ac7);
     let mut stats = CollectStats::default();
     let mut reset_seed = Some(seed);

@@ -204,7 +204,7 @@ pub fn evaluate<M: EvalModel>(
         model.held_out_nll(buffer, options.max_nll_transitions, &ks, device)
     };
     let o = buffer.spec().obs_dim;
-    let episodes: Vec<&Episode> = buffer.episodes().filter(|e| e.len() > 0).collect();
+    let episodes: Vec<&Episode> = buffer.episodes().filter(|e| !e.is_empty()).collect();
     let max_horizon = options.horizons.iter().copied().max().unwrap_or(0);
     let mut one_step = HorizonErrors::new(o, 1);
     let mut reward = MeanSquare::default();
@@ -798,11 +798,11 @@ mod tests {
                     .step_by(stride)
                     .filter(|t0| t0 + h <= episode.len())
                 {
-                    for d in 0..o {
-                        let e = f64::from(episode.observation(o, t0)[d])
-                            - f64::from(episode.observation(o, t0 + h)[d]);
+                    let (start, end) = (episode.observation(o, t0), episode.observation(o, t0 + h));
+                    for (d, sum) in per_dim.iter_mut().enumerate() {
+                        let e = f64::from(start[d]) - f64::from(end[d]);
                         squared += e * e;
-                        per_dim[d] += e * e;
+                        *sum += e * e;
                     }
                     n += 1;
                 }

@@ -108,6 +108,10 @@ fn rssm_kind(latent: &LatentConfig) -> &'static str {
 
 /// A model being trained or evaluated.
 #[derive(Module, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handful of values per process (one per model or worker), never stored in bulk"
+)]
 pub enum AnyModel {
     /// cVAE or one of the MLP baselines.
     Transition(AnyTransitionModel),

@@ -259,7 +259,7 @@ fn eval_capacity(config: &TrainConfig) -> usize {
 
 /// The schedules, named.
 fn should(every: usize, update: u64) -> bool {
-    update % every as u64 == 0
+    update.is_multiple_of(every as u64)
 }
 
 fn run_loop(

@@ -12,6 +12,10 @@ use crate::model::AnyModel;
 /// The state of an [`AnyModel`]: the observation `[B, O]` of a one-step model, or the RSSM's
 /// `(h, z)`.
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handful of values per process (one per model or worker), never stored in bulk"
+)]
 pub enum AnyState {
     /// A one-step model's state: the observation, `[B, O]`.
     Obs(Tensor<2>),
