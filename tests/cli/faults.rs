@@ -499,7 +499,7 @@ fn eval_and_plot_read_replay_beside_a_writer_and_compare_a_run_with_itself() {
         stderr(&eval)
     );
     assert!(
-        stdout(&eval).contains("episode open-loop test"),
+        stdout(&eval).contains("both models on") && stdout(&eval).contains("open-loop RMSE h = 5"),
         "{}",
         stdout(&eval)
     );

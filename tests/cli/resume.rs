@@ -90,7 +90,7 @@ fn a_run_killed_before_its_first_checkpoint_resumes_from_update_zero_with_its_re
     let output = resume(empty.path(), &[]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("neither a checkpoint nor replay"),
+        stderr(&output).contains("missing") && stderr(&output).contains("--new-replay"),
         "{}",
         stderr(&output)
     );
