@@ -276,11 +276,13 @@ pub struct EvalArgs {
     /// Device to evaluate on (any backend can read any checkpoint).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Importance samples for the cVAE's likelihood bound (comma-separated); default: the config's.
+    /// Samples for the likelihood estimates (comma-separated): importance samples of the cVAE's
+    /// IWAE bound, particles of the RSSM's predictive and sequence bound; default: the config's.
     #[arg(long, value_delimiter = ',')]
     pub iwae_samples: Option<Vec<usize>>,
-    /// Another run to compare with on this run's held-out episodes (episode open-loop test:
-    /// observe 5 steps, imagine the rest), e.g. an RSSM run against a cVAE run of the same env.
+    /// Another run to compare with on this run's held-out episodes (one protocol for both:
+    /// filtered from each episode's start, then imagined under the true actions), e.g. an RSSM
+    /// run against a cVAE run of the same env.
     #[arg(long, value_name = "OTHER_RUN_DIR")]
     pub compare: Option<std::path::PathBuf>,
     /// Where to write the metrics; default RUN_DIR/eval.json. On a read-only run folder the
