@@ -121,37 +121,49 @@ impl CartPole {
     }
 
     /// One explicit-Euler step of Gymnasium's dynamics; returns the new state.
-    /// The expressions keep Gymnasium's operation order so that every `f64` matches bit for bit.
     fn dynamics(&self, push_right: bool) -> [f64; 4] {
         let p = &self.params;
-        let [x, x_dot, theta, theta_dot] = self.state;
         let force = if push_right {
             p.force_mag
         } else {
             -p.force_mag
         };
-        let costheta = theta.cos();
-        let sintheta = theta.sin();
-        let temp = (force + p.polemass_length * (theta_dot * theta_dot) * sintheta) / p.total_mass;
-        let thetaacc = (p.gravity * sintheta - costheta * temp)
-            / (p.length * (4.0 / 3.0 - p.masspole * (costheta * costheta) / p.total_mass));
-        let xacc = temp - p.polemass_length * thetaacc * costheta / p.total_mass;
-        [
-            x + p.tau * x_dot,
-            x_dot + p.tau * xacc,
-            theta + p.tau * theta_dot,
-            theta_dot + p.tau * thetaacc,
-        ]
+        euler_step(p, self.state, force)
     }
 
     fn is_terminal(&self) -> bool {
-        let p = &self.params;
-        let [x, _, theta, _] = self.state;
-        x < -p.x_threshold
-            || x > p.x_threshold
-            || theta < -p.theta_threshold_radians
-            || theta > p.theta_threshold_radians
+        is_terminal(&self.params, self.state)
     }
+}
+
+/// One explicit-Euler step of Gymnasium's cart-pole dynamics from `state` under a horizontal
+/// `force` (N) on the cart; returns the new state. The expressions keep Gymnasium's operation
+/// order so that every `f64` matches bit for bit when `force` is `±force_mag`. Other forces are
+/// what the gusty variant adds (see `gusty_cartpole`).
+pub(crate) fn euler_step(p: &CartPoleParams, state: [f64; 4], force: f64) -> [f64; 4] {
+    let [x, x_dot, theta, theta_dot] = state;
+    let costheta = theta.cos();
+    let sintheta = theta.sin();
+    let temp = (force + p.polemass_length * (theta_dot * theta_dot) * sintheta) / p.total_mass;
+    let thetaacc = (p.gravity * sintheta - costheta * temp)
+        / (p.length * (4.0 / 3.0 - p.masspole * (costheta * costheta) / p.total_mass));
+    let xacc = temp - p.polemass_length * thetaacc * costheta / p.total_mass;
+    [
+        x + p.tau * x_dot,
+        x_dot + p.tau * xacc,
+        theta + p.tau * theta_dot,
+        theta_dot + p.tau * thetaacc,
+    ]
+}
+
+/// Gymnasium's termination: the cart left `[-x_threshold, x_threshold]` or the pole tilted
+/// past `theta_threshold_radians`.
+pub(crate) fn is_terminal(p: &CartPoleParams, state: [f64; 4]) -> bool {
+    let [x, _, theta, _] = state;
+    x < -p.x_threshold
+        || x > p.x_threshold
+        || theta < -p.theta_threshold_radians
+        || theta > p.theta_threshold_radians
 }
 
 impl Env for CartPole {

@@ -47,6 +47,36 @@ pub enum EnvError {
         /// Accepted names (short names and Gymnasium ids).
         known: Vec<String>,
     },
+    /// An observation of the wrong width was given to a transition sampler.
+    #[error("observation of {got} values given to {env_id}, whose observations have {expected}")]
+    InvalidObservation {
+        /// The environment id.
+        env_id: String,
+        /// The width of the environment's observations.
+        expected: usize,
+        /// The width given.
+        got: usize,
+    },
+    /// A parameter of a stochastic environment is out of range.
+    #[error("{env_id}: parameter `{field}` {message}")]
+    InvalidParameter {
+        /// The environment id.
+        env_id: String,
+        /// The parameter's name, as in its params struct.
+        field: &'static str,
+        /// What is wrong, with the bad value.
+        message: String,
+    },
+    /// The environment exists but cannot be used for this purpose.
+    #[error("{env_id} cannot be used for {operation}: {reason}")]
+    Unsupported {
+        /// The environment id.
+        env_id: String,
+        /// What was asked for.
+        operation: &'static str,
+        /// Why it is not possible.
+        reason: String,
+    },
     /// An error reported by a wrapped third-party environment (the `gym-rs` adapter).
     #[error("{operation} failed for {env_id}: {message}")]
     Backend {

@@ -1,6 +1,6 @@
 //! Reinforcement-learning environments behind a small Gymnasium-style [`Env`] trait.
 //!
-//! Built in: [`CartPole`] (`CartPole-v1`) and [`Pendulum`] (`Pendulum-v1`), identical to
+//! Built in, deterministic: [`CartPole`] (`CartPole-v1`) and [`Pendulum`] (`Pendulum-v1`), identical to
 //! Gymnasium 1.x including its `TimeLimit` wrapper: same constants, integrator, `f64` internal
 //! state and `f32` observations, same rewards, termination and truncation, and the same NumPy
 //! arithmetic (for Pendulum, NumPy 2's `float32`/`float64` promotion rules). The conformance
@@ -10,6 +10,12 @@
 //! Resets are reproducible and, for the same seed, give Gymnasium's initial state bit for bit:
 //! the reset random stream is NumPy's `SeedSequence` → `PCG64` → `Generator.uniform`,
 //! reimplemented in Rust. `reset(Some(seed))` reseeds it, `reset(None)` continues it.
+//!
+//! Built in, stochastic by design (each exposes its true transition law through
+//! [`StochasticTransition`]; see [`stochastic_transition`]): [`KickedPendulum`] (random torque
+//! kicks, three atoms), [`GustyCartPole`] (a two-component gust mixture added to CartPole-v1's
+//! push), [`WetChicken`] (bimodal and heteroscedastic) and [`BimodalWalk`] (`s' = s + a ± δ`).
+//! Their transition noise has its own stream, reseeded by `reset(Some(seed))`.
 //!
 //! With the `gym-rs` feature, `gym_rs` adapts the environments of the gym-rs crate to
 //! [`Env`] (their dynamics differ from Gymnasium's; see that module).
@@ -78,20 +84,34 @@
 
 #![warn(missing_docs)]
 
+mod bimodal_walk;
 mod cartpole;
 mod episode;
 mod error;
+mod gusty_cartpole;
+mod kicked_pendulum;
 mod numpy_random;
 mod pendulum;
 mod space;
+pub mod stochastic;
+mod wet_chicken;
 
 #[cfg(feature = "gym-rs")]
 pub mod gym_rs;
 
+pub use bimodal_walk::{
+    BIMODAL_WALK_ID, BIMODAL_WALK_MAX_EPISODE_STEPS, BimodalWalk, BimodalWalkParams,
+};
 pub use cartpole::{CARTPOLE_ID, CARTPOLE_MAX_EPISODE_STEPS, CartPole, CartPoleParams};
 pub use error::EnvError;
+pub use gusty_cartpole::{GUSTY_CARTPOLE_ID, GustyCartPole, GustyCartPoleParams};
+pub use kicked_pendulum::{KICKED_PENDULUM_ID, KickedPendulum, KickedPendulumParams};
 pub use pendulum::{PENDULUM_ID, PENDULUM_MAX_EPISODE_STEPS, Pendulum};
 pub use space::{Action, Space};
+pub use stochastic::{Mode, StochasticTransition};
+pub use wet_chicken::{
+    WET_CHICKEN_ID, WET_CHICKEN_MAX_EPISODE_STEPS, WetChicken, WetChickenParams,
+};
 
 /// The result of one [`Env::step`].
 #[derive(Clone, Debug, PartialEq)]
@@ -129,22 +149,73 @@ pub trait Env: Send {
 }
 
 /// The canonical short names accepted by [`make`].
-pub const ENV_NAMES: &[&str] = &["cartpole", "pendulum"];
+pub const ENV_NAMES: &[&str] = &[
+    "cartpole",
+    "pendulum",
+    "kicked_pendulum",
+    "gusty_cartpole",
+    "wet_chicken",
+    "bimodal_walk",
+];
 
-/// Creates a built-in environment by short name or Gymnasium id:
-/// `"cartpole"` / `"CartPole-v1"` or `"pendulum"` / `"Pendulum-v1"`.
-/// The environment must be [`reset`](Env::reset) before stepping.
-pub fn make(name: &str) -> Result<Box<dyn Env>, EnvError> {
-    match name {
-        "cartpole" | CARTPOLE_ID => Ok(Box::new(CartPole::new())),
-        "pendulum" | PENDULUM_ID => Ok(Box::new(Pendulum::new())),
-        _ => Err(EnvError::UnknownEnv {
+/// Every `(short name, id)` pair [`make`] accepts.
+const NAMES_AND_IDS: [(&str, &str); 6] = [
+    ("cartpole", CARTPOLE_ID),
+    ("pendulum", PENDULUM_ID),
+    ("kicked_pendulum", KICKED_PENDULUM_ID),
+    ("gusty_cartpole", GUSTY_CARTPOLE_ID),
+    ("wet_chicken", WET_CHICKEN_ID),
+    ("bimodal_walk", BIMODAL_WALK_ID),
+];
+
+/// The short name of `name` (a short name or an id), or the error listing the known ones.
+fn canonical_name(name: &str) -> Result<&'static str, EnvError> {
+    NAMES_AND_IDS
+        .iter()
+        .find(|(short, id)| name == *short || name == *id)
+        .map(|(short, _)| *short)
+        .ok_or_else(|| EnvError::UnknownEnv {
             name: name.to_string(),
-            known: ["cartpole", CARTPOLE_ID, "pendulum", PENDULUM_ID]
-                .map(String::from)
-                .to_vec(),
-        }),
-    }
+            known: NAMES_AND_IDS
+                .iter()
+                .flat_map(|(short, id)| [short.to_string(), id.to_string()])
+                .collect(),
+        })
+}
+
+/// Creates a built-in environment by short name or Gymnasium-style id:
+/// `"cartpole"` / `"CartPole-v1"`, `"pendulum"` / `"Pendulum-v1"`, `"kicked_pendulum"` /
+/// `"KickedPendulum-v0"`, `"gusty_cartpole"` / `"GustyCartPole-v0"`, `"wet_chicken"` /
+/// `"WetChicken-v0"`, `"bimodal_walk"` / `"BimodalWalk-v0"` (the stochastic ones with their
+/// default parameters). The environment must be [`reset`](Env::reset) before stepping.
+pub fn make(name: &str) -> Result<Box<dyn Env>, EnvError> {
+    Ok(match canonical_name(name)? {
+        "cartpole" => Box::new(CartPole::new()),
+        "pendulum" => Box::new(Pendulum::new()),
+        "kicked_pendulum" => Box::new(KickedPendulum::new()),
+        "gusty_cartpole" => Box::new(GustyCartPole::new()),
+        "wet_chicken" => Box::new(WetChicken::new()),
+        "bimodal_walk" => Box::new(BimodalWalk::new()),
+        other => unreachable!("{other} is in NAMES_AND_IDS but not made"),
+    })
+}
+
+/// The true transition law of a built-in stochastic environment, by the names [`make`]
+/// accepts, with the default parameters `make` uses: `Ok(None)` for the deterministic
+/// `cartpole` and `pendulum`.
+///
+/// # Errors
+/// [`EnvError::UnknownEnv`] for a name `make` does not know.
+pub fn stochastic_transition(
+    name: &str,
+) -> Result<Option<Box<dyn StochasticTransition>>, EnvError> {
+    Ok(match canonical_name(name)? {
+        "kicked_pendulum" => Some(Box::new(KickedPendulum::new())),
+        "gusty_cartpole" => Some(Box::new(GustyCartPole::new())),
+        "wet_chicken" => Some(Box::new(WetChicken::new())),
+        "bimodal_walk" => Some(Box::new(BimodalWalk::new())),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -164,6 +235,39 @@ mod tests {
         for name in ENV_NAMES {
             assert!(make(name).is_ok(), "{name}");
         }
+        for (name, id) in NAMES_AND_IDS {
+            assert_eq!(make(name).expect("known").id(), id);
+            assert_eq!(make(id).expect("known").id(), id);
+        }
+    }
+
+    #[test]
+    fn stochastic_envs_expose_their_transition_and_deterministic_ones_do_not() {
+        for name in ["cartpole", "Pendulum-v1"] {
+            assert!(stochastic_transition(name).expect("known").is_none());
+        }
+        for name in [
+            "kicked_pendulum",
+            "gusty_cartpole",
+            "wet_chicken",
+            "bimodal_walk",
+        ] {
+            let env = make(name).expect("known");
+            let transition = stochastic_transition(name)
+                .expect("known")
+                .expect("stochastic");
+            let mut env = env;
+            let obs = env.reset(Some(0));
+            let action = env.action_space().sample(&mut rand::rng());
+            let modes = transition.modes(&obs, &action).expect("valid");
+            let total: f64 = modes.iter().map(|m| m.weight).sum();
+            assert!((total - 1.0).abs() < 1e-12, "{name}: {modes:?}");
+            let next = transition
+                .sample_next(&obs, &action, &mut rand::rng())
+                .expect("valid");
+            assert_eq!(next.len(), obs.len(), "{name}");
+        }
+        assert!(stochastic_transition("acrobot").is_err());
     }
 
     #[test]
@@ -171,7 +275,9 @@ mod tests {
         let error = make("acrobot").err().expect("unknown name");
         assert_eq!(
             error.to_string(),
-            "unknown environment \"acrobot\"; known names: cartpole, CartPole-v1, pendulum, Pendulum-v1"
+            "unknown environment \"acrobot\"; known names: cartpole, CartPole-v1, pendulum, Pendulum-v1, \
+             kicked_pendulum, KickedPendulum-v0, gusty_cartpole, GustyCartPole-v0, wet_chicken, \
+             WetChicken-v0, bimodal_walk, BimodalWalk-v0"
         );
     }
 

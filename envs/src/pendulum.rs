@@ -45,7 +45,7 @@ impl Default for Pendulum {
 
 /// Gymnasium's `angle_normalize`: `((x + pi) % (2 * pi)) - pi` with NumPy's floored modulo
 /// (the result takes the divisor's sign), giving an angle in `[-pi, pi)`.
-fn angle_normalize(x: f64) -> f64 {
+pub(crate) fn angle_normalize(x: f64) -> f64 {
     numpy_floor_mod(x + PI, 2.0 * PI) - PI
 }
 
