@@ -6,7 +6,9 @@ use anyhow::Context;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use wm_envs::{Action, CartPole, Env, Pendulum};
+use wm_envs::{
+    Action, BimodalWalk, CartPole, Env, GustyCartPole, KickedPendulum, Pendulum, WetChicken,
+};
 
 use crate::cli::{PolicyKind, RolloutArgs};
 
@@ -61,12 +63,40 @@ impl EnvWithState for Pendulum {
     }
 }
 
+impl EnvWithState for KickedPendulum {
+    fn internal_state(&self) -> Vec<f64> {
+        self.state().to_vec()
+    }
+}
+
+impl EnvWithState for GustyCartPole {
+    fn internal_state(&self) -> Vec<f64> {
+        self.state().to_vec()
+    }
+}
+
+impl EnvWithState for WetChicken {
+    fn internal_state(&self) -> Vec<f64> {
+        self.state().to_vec()
+    }
+}
+
+impl EnvWithState for BimodalWalk {
+    fn internal_state(&self) -> Vec<f64> {
+        vec![self.state()]
+    }
+}
+
 fn make_with_state(name: &str) -> anyhow::Result<Box<dyn EnvWithState>> {
     // `make` validates the name and gives the error listing the known ones.
     let id = wm_envs::make(name)?.id().to_string();
     match id.as_str() {
         wm_envs::CARTPOLE_ID => Ok(Box::new(CartPole::new())),
         wm_envs::PENDULUM_ID => Ok(Box::new(Pendulum::new())),
+        wm_envs::KICKED_PENDULUM_ID => Ok(Box::new(KickedPendulum::new())),
+        wm_envs::GUSTY_CARTPOLE_ID => Ok(Box::new(GustyCartPole::new())),
+        wm_envs::WET_CHICKEN_ID => Ok(Box::new(WetChicken::new())),
+        wm_envs::BIMODAL_WALK_ID => Ok(Box::new(BimodalWalk::new())),
         other => anyhow::bail!("environment {other} has no state access for rollout"),
     }
 }
@@ -138,7 +168,7 @@ pub fn list() -> anyhow::Result<()> {
             .max_episode_steps()
             .map_or("none".to_string(), |n| n.to_string());
         println!(
-            "{name:<10} {:<13} observation {}  action {}  time limit {limit}",
+            "{name:<16} {:<18} observation {}  action {}  time limit {limit}",
             env.id(),
             env.observation_space(),
             env.action_space()

@@ -80,6 +80,40 @@ fn rollout_is_reproducible_for_a_seed_and_differs_across_seeds() {
 }
 
 #[test]
+fn stochastic_envs_roll_out_reproducibly_with_their_internal_state() {
+    for (name, id, obs_width) in [
+        ("kicked_pendulum", "KickedPendulum-v0", 3),
+        ("gusty_cartpole", "GustyCartPole-v0", 4),
+        ("wet_chicken", "WetChicken-v0", 2),
+        ("bimodal_walk", "BimodalWalk-v0", 1),
+    ] {
+        let records = rollout(name, "4", "60");
+        assert_eq!(records.len(), 60, "{name}");
+        assert_eq!(records[0]["env"], id);
+        assert!(records[0]["state"].is_array(), "{name}: state at reset");
+        assert_eq!(
+            records[0]["next_obs"].as_array().map(Vec::len),
+            Some(obs_width)
+        );
+        assert_eq!(records, rollout(name, "4", "60"), "{name}: same seed");
+        assert_ne!(records, rollout(name, "5", "60"), "{name}: other seed");
+    }
+}
+
+#[test]
+fn env_list_names_every_environment() {
+    let output = wm(&["env", "list"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let listing = stdout(&output);
+    for name in wm_envs::ENV_NAMES {
+        assert!(
+            listing.lines().any(|line| line.starts_with(name)),
+            "{name} missing:\n{listing}"
+        );
+    }
+}
+
+#[test]
 fn seeded_reset_gives_gymnasiums_initial_state() {
     // gymnasium 1.4.0: gym.make("CartPole-v1").reset(seed=3)[0] == [-0.04143508, -0.02631895, 0.03012745, 0.0082162]
     let first = &rollout("cartpole", "3", "1")[0];

@@ -70,17 +70,23 @@ impl TrueDynamics {
     /// `"pendulum"` / `"Pendulum-v1"`.
     ///
     /// # Errors
-    /// [`EnvError::UnknownEnv`] for any other name.
+    /// [`EnvError::Unsupported`] for the stochastic environments (their next state is random,
+    /// and this model steps deterministic physics), [`EnvError::UnknownEnv`] for any other name.
     pub fn from_name(name: &str) -> Result<Self, EnvError> {
         match name {
             "cartpole" | CARTPOLE_ID => Ok(Self::cartpole()),
             "pendulum" | PENDULUM_ID => Ok(Self::pendulum()),
-            _ => Err(EnvError::UnknownEnv {
-                name: name.to_string(),
-                known: ["cartpole", CARTPOLE_ID, "pendulum", PENDULUM_ID]
-                    .map(String::from)
-                    .to_vec(),
-            }),
+            _ => {
+                let env = wm_envs::make(name)?;
+                Err(EnvError::Unsupported {
+                    env_id: env.id().to_string(),
+                    operation: "TrueDynamics",
+                    reason: "its transitions are random and TrueDynamics steps deterministic \
+                             physics only (cartpole, pendulum); sample its law through \
+                             wm_envs::stochastic_transition instead"
+                        .to_string(),
+                })
+            }
         }
     }
 
@@ -334,6 +340,23 @@ mod tests {
             ended,
             "always pushing right should topple the pole in {h} steps"
         );
-        assert!(TrueDynamics::from_name("acrobot").is_err());
+        assert!(matches!(
+            TrueDynamics::from_name("acrobot"),
+            Err(EnvError::UnknownEnv { .. })
+        ));
+        for name in [
+            "kicked_pendulum",
+            "GustyCartPole-v0",
+            "wet_chicken",
+            "bimodal_walk",
+        ] {
+            let error = TrueDynamics::from_name(name).expect_err("stochastic");
+            assert!(
+                error
+                    .to_string()
+                    .contains("cannot be used for TrueDynamics"),
+                "{name}: {error}"
+            );
+        }
     }
 }

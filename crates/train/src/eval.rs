@@ -18,6 +18,12 @@
 //!   filtering predictive `-ln p(o_t | o_{<t}, a)` of the same transitions beside a sequence
 //!   IWAE bound. The model-specific parts live in [`crate::eval_model`]; this module holds no
 //!   match on model kinds.
+//! - **Energy score at h = 1** (a proper score that needs only samples, so that sample models
+//!   and density models compare on one footing; [`crate::scores::energy_score`]), on the same
+//!   first `max_nll_transitions` held-out transitions: from each filtered state the model draws
+//!   [`ENERGY_SCORE_SAMPLES`] next observations (`imagine` with `sample = true`: the cVAE's
+//!   prior, the Gaussian's noise, the RSSM's prior; the deterministic MLP repeats its
+//!   prediction) under the true action, scored against the real next observation in raw units.
 
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -27,6 +33,7 @@ use wm_replay::{Episode, ReplayBuffer};
 use crate::eval_model::{EvalModel, EvalModelVisitor};
 use crate::metrics::{HorizonErrors, MeanSquare, TerminationCounts};
 use crate::model::AnyModel;
+use crate::scores::energy_score;
 
 /// Start states of open-loop windows are taken every this many steps of an episode.
 pub const OPEN_LOOP_STRIDE: usize = 5;
@@ -35,6 +42,8 @@ pub const OPEN_LOOP_STRIDE: usize = 5;
 pub const CONTEXT_STEPS: usize = 5;
 /// Windows imagined in one batch.
 const WINDOW_CHUNK: usize = 1024;
+/// Next observations drawn from the model per held-out transition for the energy score.
+pub const ENERGY_SCORE_SAMPLES: usize = 32;
 /// Filtered rows (episodes times padded length) per batch.
 const FILTER_ROWS: usize = 16_384;
 
@@ -123,6 +132,20 @@ pub struct HorizonEntry {
     pub windows: usize,
 }
 
+/// The one-step energy score of the model's samples (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergyScoreEntry {
+    /// Steps predicted (1).
+    pub horizon: usize,
+    /// Samples drawn from the model per transition.
+    pub samples: usize,
+    /// Held-out transitions averaged over.
+    pub transitions: usize,
+    /// Mean energy score, raw observation units (Euclidean over the observation; lower is
+    /// better; NaN when a model sample was not finite).
+    pub mean: f64,
+}
+
 /// The metrics of one evaluation, as printed by `wm eval` and written to `eval.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -139,6 +162,10 @@ pub struct EvalReport {
     pub nll_note: Option<String>,
     /// One-step RMSE per observation dimension (horizon 1 from every held-out step).
     pub one_step_rmse_per_dim: Vec<f64>,
+    /// The energy score at horizon 1 (absent when `max_nll_transitions` is 0, and in reports
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_score: Option<EnergyScoreEntry>,
     /// Open-loop RMSE by horizon.
     pub open_loop: Vec<HorizonEntry>,
     /// RMSE of the predicted reward (one step).
@@ -211,6 +238,8 @@ pub fn evaluate<M: EvalModel>(
     let mut termination = TerminationCounts::default();
     let mut open_loop = HorizonErrors::new(o, max_horizon);
     let windows = open_loop_windows(&episodes, options.max_open_loop_windows);
+    let (mut energy_left, mut energy_sum, mut energy_count) =
+        (options.max_nll_transitions, 0.0f64, 0usize);
     for (first, count) in filter_chunks(&episodes) {
         let chunk = &episodes[first..first + count];
         let steps = chunk.iter().map(|e| e.len()).max().unwrap_or(1);
@@ -235,6 +264,26 @@ pub fn evaluate<M: EvalModel>(
                 termination.add(episode.terminated && t0 + 1 == episode.len(), cont < 0.5);
             },
         );
+        // The energy score on the first transitions, in episode order.
+        let take = every.len().min(energy_left);
+        if take > 0 {
+            sample_next_windows(
+                model,
+                &states,
+                chunk,
+                steps,
+                &every[..take],
+                ENERGY_SCORE_SAMPLES,
+                device,
+                |episode, t0, samples| {
+                    let rows: Vec<Vec<f32>> = samples.chunks(o).map(<[f32]>::to_vec).collect();
+                    energy_sum +=
+                        energy_score(&rows, episode.observation(o, t0 + 1)).unwrap_or(f64::NAN);
+                    energy_count += 1;
+                },
+            );
+            energy_left -= take;
+        }
         // Open loop from the strided windows of these episodes.
         if max_horizon > 0 {
             let mine: Vec<(usize, usize)> = windows
@@ -266,6 +315,12 @@ pub fn evaluate<M: EvalModel>(
             .entry(1)
             .map(|e| e.rmse_per_dim)
             .unwrap_or_default(),
+        energy_score: (energy_count > 0).then(|| EnergyScoreEntry {
+            horizon: 1,
+            samples: ENERGY_SCORE_SAMPLES,
+            transitions: energy_count,
+            mean: energy_sum / energy_count as f64,
+        }),
         open_loop: options
             .horizons
             .iter()
@@ -413,6 +468,45 @@ fn imagine_windows<M: EvalModel>(
     }
 }
 
+/// Draws `samples` next observations from each window `(episode, t0)` (its filtered state in
+/// `states`, repeated) under the episode's action at `t0`, with `sample = true`, and calls
+/// `score(episode, t0, samples [samples * O])`.
+#[allow(clippy::too_many_arguments)]
+fn sample_next_windows<M: EvalModel>(
+    model: &M,
+    states: &M::State,
+    episodes: &[&Episode],
+    steps: usize,
+    windows: &[(usize, usize)],
+    samples: usize,
+    device: &wm_backend::Device,
+    mut score: impl FnMut(&Episode, usize, &[f32]),
+) {
+    let (o, a) = (model.obs_dim(), model.action_spec().raw_width());
+    for chunk in windows.chunks((WINDOW_CHUNK / samples).max(1)) {
+        let rows: Vec<usize> = chunk
+            .iter()
+            .flat_map(|&(e, t0)| std::iter::repeat_n(e * steps + t0, samples))
+            .collect();
+        let start = model.select_rows(states, &rows);
+        let actions: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&(e, t0)| episodes[e].action(a, t0).repeat(samples))
+            .collect();
+        let actions = Tensor::<3>::from_data(TensorData::new(actions, [rows.len(), 1, a]), device);
+        let rollout = WorldModel::imagine(model, &start, ImagineActions::Sequence(actions), true);
+        // [rows, 1, O]: the samples of window i are rows i*samples..(i+1)*samples.
+        let obs = host(rollout.obs);
+        for (i, &(e, t0)) in chunk.iter().enumerate() {
+            score(
+                episodes[e],
+                t0,
+                &obs[i * samples * o..(i + 1) * samples * o],
+            );
+        }
+    }
+}
+
 fn host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor
         .into_data()
@@ -542,6 +636,13 @@ impl EvalReport {
             .map(|v| format!("{v:.4}"))
             .collect();
         let _ = writeln!(out, "one-step RMSE per dimension: [{}]", dims.join(", "));
+        if let Some(entry) = &self.energy_score {
+            let _ = writeln!(
+                out,
+                "energy score h = 1, raw units (lower is better): {:.4}   ({} samples x {} transitions)",
+                entry.mean, entry.samples, entry.transitions
+            );
+        }
         let _ = writeln!(
             out,
             "open-loop RMSE (mean over dimensions; filtered from the episode start, then imagined)"
@@ -637,6 +738,19 @@ impl EvalReport {
             mean_rmse(self),
             mean_rmse(other)
         );
+        let energy = |r: &EvalReport| {
+            r.energy_score
+                .as_ref()
+                .map(|e| format!("{:.4}", e.mean))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            out,
+            "{:<34} {:>26} {:>26}",
+            "energy score h = 1",
+            energy(self),
+            energy(other)
+        );
         for entry in &self.open_loop {
             let theirs = other
                 .open_loop
@@ -710,6 +824,8 @@ mod tests {
     struct Persist {
         action: ActionSpec,
         obs_dim: usize,
+        /// Added to every predicted observation when sampling (`sample = true`).
+        sample_shift: f32,
     }
 
     impl WorldModel for Persist {
@@ -736,11 +852,12 @@ mod tests {
             &self,
             state: &Tensor<2>,
             _action: Tensor<2>,
-            _sample: bool,
+            sample: bool,
         ) -> (Tensor<2>, wm_imagine::StepPrediction) {
             let (b, device) = (state.dims()[0], state.device());
+            let shift = if sample { self.sample_shift } else { 0.0 };
             let prediction = wm_imagine::StepPrediction {
-                obs: state.clone(),
+                obs: state.clone() + shift,
                 reward: Tensor::zeros([b], &device),
                 continue_prob: Tensor::ones([b], &device),
             };
@@ -777,6 +894,67 @@ mod tests {
         }
     }
 
+    /// The energy score draws samples (`sample = true`) from the state at `t0` under the action
+    /// at `t0`, and compares them with `o_{t0+1}` on the first `max_nll_transitions` held-out
+    /// transitions in episode order: for a model whose samples are all `o_t0 + 1` (every
+    /// dimension shifted by 1) the spread term is 0 and the score is the mean of
+    /// `‖o_t0 + 1 − o_{t0+1}‖`, computed here directly from the episodes.
+    #[test]
+    fn energy_score_compares_samples_of_the_next_observation_with_the_real_one() {
+        let device = wm_backend::test_device();
+        let (buffer, spec) = held_out(4, 450);
+        let o = spec.obs_dim;
+        let model = Persist {
+            action: spec.action.clone(),
+            obs_dim: o,
+            sample_shift: 1.0,
+        };
+        let report = evaluate(&model, &buffer, &options(vec![1]), &device);
+        let entry = report
+            .energy_score
+            .clone()
+            .expect("max_nll_transitions > 0");
+        assert_eq!(
+            (entry.horizon, entry.samples, entry.transitions),
+            (1, 32, 50)
+        );
+        let episodes: Vec<&Episode> = buffer.episodes().collect();
+        let mut expected = 0.0f64;
+        let mut n = 0;
+        'outer: for episode in &episodes {
+            for t0 in 0..episode.len() {
+                if n == 50 {
+                    break 'outer;
+                }
+                let (now, next) = (episode.observation(o, t0), episode.observation(o, t0 + 1));
+                expected += now
+                    .iter()
+                    .zip(next)
+                    .map(|(x, y)| (f64::from(*x + 1.0) - f64::from(*y)).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                n += 1;
+            }
+        }
+        expected /= 50.0;
+        assert!(
+            (entry.mean - expected).abs() < 1e-4,
+            "{} vs {expected}",
+            entry.mean
+        );
+        assert!(report.table().contains("energy score h = 1"));
+        let none = evaluate(
+            &model,
+            &buffer,
+            &EvalOptions {
+                max_nll_transitions: 0,
+                ..options(vec![1])
+            },
+            &device,
+        );
+        assert_eq!(none.energy_score, None);
+    }
+
     /// The windows are aligned with the real observations: for a model that predicts no change,
     /// the RMSE at horizon h is that of `o_{t0+h} - o_t0` over the windows, computed here
     /// directly from the episodes.
@@ -788,6 +966,7 @@ mod tests {
         let model = Persist {
             action: spec.action.clone(),
             obs_dim: o,
+            sample_shift: 0.0,
         };
         let report = evaluate(&model, &buffer, &options(vec![1]), &device);
         let episodes: Vec<&Episode> = buffer.episodes().collect();

@@ -5,7 +5,8 @@
 //! folder), [`data`] (collect episodes, make tensors), [`trainer`] (the loop), [`update`] (the
 //! update and the non-finite guard), [`state`] (the learner and its checkpoint), [`grad`]
 //! (global-norm clipping), [`eval`] (held-out metrics, one protocol for every model; [`eval_model`] holds what differs per model class, [`metrics`] the arithmetic), [`checkpoint`] (one atomic,
-//! checksummed file), [`logging`] and [`tensorboard`] (event files), [`plot`] (imagined
+//! checksummed file), [`scores`] (sample-based scores for stochastic dynamics: energy score,
+//! MMD, mode coverage, the NLL floor), [`logging`] and [`tensorboard`] (event files), [`plot`] (imagined
 //! against real trajectories), [`error`].
 
 pub mod acting;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plot;
 pub mod run;
+pub mod scores;
 pub mod solve;
 pub mod state;
 pub mod tensorboard;

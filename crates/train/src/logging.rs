@@ -90,6 +90,9 @@ pub fn log_report(tensorboard: &mut TensorBoard, report: &EvalReport) {
         );
     }
     tensorboard.scalar("eval/reward_rmse", report.reward_rmse, step);
+    if let Some(entry) = &report.energy_score {
+        tensorboard.scalar("eval/energy_score_h1", entry.mean, step);
+    }
     tensorboard.scalar(
         "eval/termination_accuracy",
         report.termination_accuracy,
