@@ -8,6 +8,8 @@
 //! checksummed file), [`logging`] and [`tensorboard`] (event files), [`plot`] (imagined
 //! against real trajectories), [`error`].
 
+#![warn(missing_docs)]
+
 pub mod acting;
 pub mod checkpoint;
 pub mod config;

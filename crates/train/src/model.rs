@@ -17,7 +17,7 @@ use wm_models::{
     ActionSpec, AnyTransitionModel, CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig,
     LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionModelConfig, TransitionTensors,
 };
-use wm_rssm::{LatentConfig, Rssm, RssmConfig, RssmSpec, SequenceTensors};
+use wm_rssm::{LatentConfig, Rssm, RssmConfig, SequenceTensors};
 
 /// A model config as written in `configs/*.ron`: `model: Cvae((..))`, `Gaussian((..))`,
 /// `Deterministic((..))` or `Rssm((..))`.
@@ -82,13 +82,7 @@ impl ModelConfig {
         device: &wm_backend::Device,
     ) -> AnyModel {
         match self {
-            Self::Rssm(config) => AnyModel::Rssm(config.init(
-                &RssmSpec {
-                    obs_dim: spec.obs_dim,
-                    action: spec.action.clone(),
-                },
-                device,
-            )),
+            Self::Rssm(config) => AnyModel::Rssm(config.init(spec, device)),
             other => AnyModel::Transition(
                 other
                     .transition()
