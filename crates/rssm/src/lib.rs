@@ -75,7 +75,7 @@ pub use likelihood::{SequenceLikelihood, StateSpaceModel, sequence_likelihood};
 pub use model::{
     Decoded, ImaginedSequence, Observed, Rssm, RssmState, encode_action, symexp, symlog,
 };
-pub use train::{clip_global_norm, global_grad_norm, update_step};
+pub use train::{clip_global_norm, global_grad_norm, module_grad_norms, update_step};
 /// What the RSSM needs to know about the environment: the one spec every model shares.
 pub use wm_models::ModelSpec;
 #[cfg(test)]

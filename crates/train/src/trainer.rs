@@ -393,6 +393,9 @@ fn run_loop(
                     &mut learner.rng,
                     &config.optim,
                     &training_device,
+                    // The per-module gradient norms, at the updates that are logged.
+                    should(config.schedule.log_every, learner.update + 1)
+                        || learner.update + 1 == total_updates,
                 )?;
                 learner.model = model;
                 learner.update += 1;
