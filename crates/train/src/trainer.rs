@@ -444,14 +444,13 @@ fn run_loop(
                     log_report(&mut tensorboard, &report);
                 }
                 if policy_eval {
-                    let (mean_return, mean_length) = policy_returns(
-                        &learner.model.valid(),
-                        learner.agent.as_ref(),
+                    let (mean_return, _) = evaluate_policy_and_log(
+                        &mut tensorboard,
+                        &learner,
                         &config,
+                        stats.inserted_steps,
                         device,
                     )?;
-                    tensorboard.scalar("eval/return", mean_return, stats.inserted_steps);
-                    tensorboard.scalar("eval/episode_length", mean_length, stats.inserted_steps);
                     tensorboard.scalar("eval/return_by_update", mean_return, update);
                 }
                 if model_eval || policy_eval {
@@ -515,14 +514,8 @@ fn run_loop(
         device,
     );
     if config.eval.policy_episodes > 0 {
-        let (mean_return, mean_length) = policy_returns(
-            &learner.model.valid(),
-            learner.agent.as_ref(),
-            &config,
-            device,
-        )?;
-        tensorboard.scalar("eval/return", mean_return, env_steps_now);
-        tensorboard.scalar("eval/episode_length", mean_length, env_steps_now);
+        let (mean_return, mean_length) =
+            evaluate_policy_and_log(&mut tensorboard, &learner, &config, env_steps_now, device)?;
         (report.policy_return, report.policy_episode_length) =
             (Some(mean_return), Some(mean_length));
     }
@@ -542,6 +535,26 @@ fn run_loop(
         pipeline: final_stats,
         pipeline_seconds,
     })
+}
+
+/// Runs the policy evaluation episodes ([`policy_returns`]) and logs their mean return and
+/// length as `eval/return` and `eval/episode_length` at `env_steps`.
+fn evaluate_policy_and_log(
+    tensorboard: &mut TensorBoard,
+    learner: &Learner,
+    config: &TrainConfig,
+    env_steps: u64,
+    device: &Device,
+) -> Result<(f64, f64), TrainError> {
+    let (mean_return, mean_length) = policy_returns(
+        &learner.model.valid(),
+        learner.agent.as_ref(),
+        config,
+        device,
+    )?;
+    tensorboard.scalar("eval/return", mean_return, env_steps);
+    tensorboard.scalar("eval/episode_length", mean_length, env_steps);
+    Ok((mean_return, mean_length))
 }
 
 /// Mean return and length of `eval.policy_episodes` real episodes with the acting policy over
