@@ -1,44 +1,56 @@
 #!/usr/bin/env bash
-# The tests, exactly as CI runs them (.ci/run; the README's "Tests" section):
-#   (a) `cargo fmt --check`, `cargo clippy -D warnings`, then the whole workspace on flex,
-#       burn's pure-Rust CPU backend (the default build);
-#   (b) the libtorch backend (`--features tch`): clippy with the feature, the model crates' tests again with their tensors
-#       on libtorch (WM_TEST_DEVICE=tch-cpu), the cross-backend checkpoint tests and
-#       `wm train --device tch-cpu`. It first installs PyTorch 2.9.0 from PyPI into .venv
-#       (scripts/setup-libtorch.sh: about 7 GB, skipped when already installed).
-# WM_SKIP_TCH=1 skips (b) for a quick local run; CI always runs both.
+# The tests, exactly as CI runs them (.ci/run; the README's "Tests" section).
+#
+# One release build serves every part: the workspace is built once with `--features tch`, which
+# adds the libtorch backend beside flex (features are additive: flex, the default device, is in
+# every build), so the flex tests and the libtorch tests share one compilation of burn instead of
+# two. It first installs PyTorch 2.9.0 from PyPI into .venv (scripts/setup-libtorch.sh: about
+# 7 GB, skipped when already installed).
+#   (a) `cargo fmt --check`, `cargo clippy -D warnings` (with the tch feature: it checks the flex
+#       code too), then every test of the workspace with the tensors on flex
+#       (WM_TEST_DEVICE unset), the learning tests included (WM_LEARNING_TESTS=1), and with it
+#       the tch-gated tests: `wm train --device tch-cpu` for every model (tests/cli/tch.rs) and
+#       the cross-backend checkpoint tests (crates/train/tests/cross_backend.rs);
+#   (b) the unit and integration tests of the library crates again with their tensors on
+#       libtorch (WM_TEST_DEVICE=tch-cpu), from the same build.
+# WM_SKIP_TCH=1 builds without the tch feature and runs (a) only (no PyTorch needed): a quick
+# local check. CI always runs everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
-echo "== (a) cargo fmt --check"
+echo "== cargo fmt --check"
 cargo fmt --all --check
-echo "== (a) cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-# The closed-loop learning test (a learned Pendulum model with CEM must beat random actions;
-# about a minute on 2 cores) fits CI's budget, so it runs here.
+
+# The learning tests (a learned Pendulum model with CEM must beat random actions; the categorical
+# RSSM must predict Pendulum under a floor; a few minutes on 2 cores) fit CI's budget.
 export WM_LEARNING_TESTS="${WM_LEARNING_TESTS:-1}"
-echo "== (a) flex: cargo test --release --workspace --locked"
-cargo test --release --workspace --locked
-echo "== (a) done in $((SECONDS - started)) s"
 
 if [[ "${WM_SKIP_TCH:-0}" == 1 ]]; then
-    echo "== (b) libtorch: skipped (WM_SKIP_TCH=1)"
+    echo "== cargo clippy (warnings are errors); libtorch skipped (WM_SKIP_TCH=1)"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    echo "== (a) flex: cargo test --release --workspace --locked"
+    cargo test --release --workspace --locked
+    echo "== (a) done in $((SECONDS - started)) s; (b) libtorch skipped (WM_SKIP_TCH=1)"
     exit 0
 fi
 
-echo "== (b) libtorch: scripts/setup-libtorch.sh"
+echo "== libtorch: scripts/setup-libtorch.sh"
 eval "$(bash scripts/setup-libtorch.sh --print-env)"
-export WM_TEST_DEVICE=tch-cpu
 # One OpenMP thread per libtorch operation: the tests already run in parallel, and OpenMP
 # threads spinning against each other made the model tests 5x to 200x slower on 2 cores.
 export OMP_NUM_THREADS=1
-echo "== (b) libtorch: cargo clippy --features tch (warnings are errors)"
-cargo clippy --release --workspace --all-targets --locked --features tch -- -D warnings
-echo "== (b) libtorch: model crates on tch-cpu, cross-backend checkpoints"
-# --lib --tests: the unit and integration tests (the doc examples ran in (a), on flex).
-cargo test --release --locked --features tch --lib --tests \
-    -p wm-backend -p wm-models -p wm-rssm -p wm-imagine -p wm-plan -p wm-agent -p wm-train
-echo "== (b) libtorch: wm train / eval / device with --device tch-cpu"
-cargo test --release --locked --features tch -p worldmodel --test tests -- cli::tch:: cli::device::
+features=(--release --workspace --locked --features tch)
+
+echo "== cargo clippy --features tch (warnings are errors)"
+cargo clippy "${features[@]}" --all-targets -- -D warnings
+echo "== (a) every test, tensors on flex: cargo test --features tch"
+cargo test "${features[@]}"
+echo "== (a) done in $((SECONDS - started)) s"
+
+echo "== (b) the library crates' tests again with tensors on libtorch (WM_TEST_DEVICE=tch-cpu)"
+# --lib --tests: unit and integration tests (the doc examples ran in (a)). The CLI tests
+# (the root package's `cli::` tests, which choose their device by flag) ran in (a), so they are
+# skipped here (the learning tests are among them).
+WM_TEST_DEVICE=tch-cpu cargo test "${features[@]}" --lib --tests -- --skip cli::
 echo "== all tests passed in $((SECONDS - started)) s"

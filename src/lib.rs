@@ -18,6 +18,8 @@
 //!
 //! See `ARCHITECTURE.md` for the code map and the invariants.
 
+#![warn(missing_docs)]
+
 pub use wm_agent as agent;
 pub use wm_backend as backend;
 pub use wm_envs as envs;

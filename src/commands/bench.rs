@@ -190,6 +190,7 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
             &mut rng,
             &optim,
             &device,
+            false,
         )?;
         model = updated;
         if step_idx >= args.warmup {

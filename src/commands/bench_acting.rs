@@ -68,8 +68,8 @@ struct ActingBenchResult {
 /// How the model state is kept between actions.
 #[allow(clippy::large_enum_variant, reason = "one value per benchmark run")]
 enum Memory {
-    /// `wm_train::acting::Actor`: one filter step per real step.
-    Carried(wm_train::acting::Actor<AnyModel>),
+    /// `wm_train::acting::ActingPolicy`: one filter step per real step.
+    Carried(wm_train::acting::ActingPolicy<AnyModel>),
     /// The old acting, re-implemented: the last `n` real steps re-filtered at every action.
     Window {
         window: HistoryWindow,
@@ -137,7 +137,7 @@ pub fn acting(args: &BenchActingArgs) -> anyhow::Result<()> {
     }
     for name in &args.memory {
         let mut memory = match name.as_str() {
-            "carried" => Memory::Carried(wm_train::acting::Actor::new(
+            "carried" => Memory::Carried(wm_train::acting::ActingPolicy::new(
                 &config.data.policy,
                 obs_dim,
                 env.action_space(),

@@ -118,6 +118,7 @@ fn exercise(config: &TrainConfig, field: &str, replay: &ReplayBuffer) {
             &mut learner.rng,
             &optim,
             &training,
+            true,
         )
         .expect("an update from a filled replay");
         assert!(outcome.applied || !outcome.total.is_finite() || !outcome.grad_norm.is_finite());

@@ -178,7 +178,7 @@ pub struct AgentNets {
 }
 
 /// A batch of imagined trajectories, time-major (row `t * B + b`).
-struct Imagined {
+struct ImaginedBatch {
     /// Features of states `0..=H`, `[(H + 1) B, F]`.
     features: Tensor<2>,
     /// Actions taken in states `0..H`, policy form, `[H B, 1 or A]`.
@@ -362,7 +362,7 @@ impl ActorCritic {
     /// Rolls the policy out in `model` for `horizon` steps from `starts` (no gradients), through
     /// the one imagination loop ([`WorldModel::imagine`] with a policy): the policy closure
     /// records the features it reads and the actions it draws.
-    fn imagine<M: WorldModel>(&self, model: &M, starts: &M::State) -> Imagined {
+    fn imagine<M: WorldModel>(&self, model: &M, starts: &M::State) -> ImaginedBatch {
         let actor = self.policy();
         let horizon = self.config.horizon;
         let (mut features, mut actions) =
@@ -383,7 +383,7 @@ impl ActorCritic {
             self.config.sample_model,
         );
         features.push(model.features(&rollout.last).inner().detach());
-        Imagined {
+        ImaginedBatch {
             features: Tensor::cat(features, 0),
             actions: Tensor::cat(actions, 0),
             reward: rollout.reward.inner().detach(),

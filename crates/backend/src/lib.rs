@@ -20,6 +20,8 @@
 //! assert_eq!(spec.to_string(), "cpu");
 //! ```
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -97,7 +97,7 @@ impl WorldModel for Rssm {
         let prediction = StepPrediction {
             obs: decoded.obs,
             reward: decoded.reward,
-            continue_prob: decoded.cont,
+            continue_prob: decoded.continue_prob,
         };
         (next, prediction)
     }
@@ -171,10 +171,10 @@ mod tests {
     use crate::test_util::{seeded, vec};
     use crate::{ImagineActions, ModelEnv};
     use burn::tensor::{Device, Distribution};
-    use wm_rssm::{LatentConfig, RssmConfig, RssmSpec};
+    use wm_rssm::{LatentConfig, ModelSpec, RssmConfig};
 
-    fn spec() -> RssmSpec {
-        RssmSpec {
+    fn spec() -> ModelSpec {
+        ModelSpec {
             obs_dim: 3,
             action: ActionSpec::Continuous {
                 low: vec![-2.0],
@@ -354,12 +354,7 @@ mod tests {
             close(&vec(state.deter), &vec(r.last.deter.clone()), "last deter");
             close(&vec(state.stoch), &vec(r.last.stoch.clone()), "last stoch");
             // The one loop agrees with the model's own batched rollout (all steps decoded at once).
-            let batched = Rssm::imagine(
-                &model,
-                start.clone(),
-                wm_rssm::Actions::Sequence(seq.clone()),
-                false,
-            );
+            let batched = Rssm::imagine(&model, start.clone(), seq.clone(), false);
             close(
                 &vec(r.obs.clone()),
                 &vec(batched.obs),

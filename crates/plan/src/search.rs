@@ -13,7 +13,7 @@ use crate::{Planner, PlannerConfig, sequence_returns};
 
 /// The action space as the planners sample it.
 #[derive(Clone, Debug, PartialEq)]
-enum Actions {
+enum ActionSampler {
     /// A box; sequences are sampled in normalised units `u` in `[-1, 1]`, and the raw action
     /// is `center + half * u`.
     Continuous { center: Vec<f32>, half: Vec<f32> },
@@ -21,7 +21,7 @@ enum Actions {
     Discrete { n: usize },
 }
 
-impl Actions {
+impl ActionSampler {
     fn new(spec: &ActionSpec) -> Self {
         match spec {
             ActionSpec::Discrete { n } => {
@@ -97,7 +97,7 @@ impl Actions {
 fn score<M: WorldModel>(
     model: &M,
     tiled: &M::State,
-    actions: &Actions,
+    actions: &ActionSampler,
     candidates: &[f32],
     [rows, h]: [usize; 2],
     discount: f32,
@@ -183,7 +183,7 @@ impl Rule {
     }
 }
 
-/// The sampling distribution of every batch row, `[B, H, P]` (P = [`Actions::params`]).
+/// The sampling distribution of every batch row, `[B, H, P]` (P = [`ActionSampler::params`]).
 #[derive(Clone, Debug, PartialEq)]
 struct Distribution {
     batch: usize,
@@ -197,7 +197,7 @@ struct Distribution {
 #[derive(Clone, Debug)]
 struct Search {
     rule: Rule,
-    actions: Actions,
+    actions: ActionSampler,
     horizon: usize,
     candidates: usize,
     elites: usize,
@@ -217,7 +217,7 @@ impl Search {
         }
         Self {
             rule,
-            actions: Actions::new(spec),
+            actions: ActionSampler::new(spec),
             horizon: config.horizon,
             candidates: config.candidates,
             elites: config.elites,
@@ -264,7 +264,7 @@ impl Search {
                 for t in 0..h {
                     let at = (row * h + t) * p;
                     match &self.actions {
-                        Actions::Continuous { .. } => {
+                        ActionSampler::Continuous { .. } => {
                             for j in 0..p {
                                 let z: f32 = self.rng.sample(StandardNormal);
                                 out.push(
@@ -272,7 +272,7 @@ impl Search {
                                 );
                             }
                         }
-                        Actions::Discrete { .. } => {
+                        ActionSampler::Discrete { .. } => {
                             let probs = &dist.mean[at..at + p];
                             let r: f32 = self.rng.random::<f32>() * probs.iter().sum::<f32>();
                             let mut cum = 0.0;
@@ -307,7 +307,7 @@ impl Search {
         for t in 0..h {
             let at = (row * h + t) * p;
             match &self.actions {
-                Actions::Continuous { .. } => {
+                ActionSampler::Continuous { .. } => {
                     for j in 0..p {
                         let mean: f32 = elites
                             .iter()
@@ -323,7 +323,7 @@ impl Search {
                         dist.std[at + j] = var.sqrt().max(self.min_std);
                     }
                 }
-                Actions::Discrete { n: classes } => {
+                ActionSampler::Discrete { n: classes } => {
                     let chosen: Vec<usize> =
                         elites.iter().map(|&e| value(e, t, 0) as usize).collect();
                     let probs = refit_categorical(&chosen, &weights, *classes, self.smoothing);
@@ -359,8 +359,8 @@ impl Search {
             .map(|row| {
                 let first = &dist.mean[row * h * p..row * h * p + p];
                 match &self.actions {
-                    Actions::Continuous { .. } => self.actions.action(first),
-                    Actions::Discrete { .. } => Action::Discrete(argmax(first)),
+                    ActionSampler::Continuous { .. } => self.actions.action(first),
+                    ActionSampler::Discrete { .. } => Action::Discrete(argmax(first)),
                 }
             })
             .collect();
@@ -373,10 +373,10 @@ fn argmax(values: &[f32]) -> usize {
     top_k(values, 1)[0]
 }
 
-fn check_spec<M: WorldModel>(actions: &Actions, model: &M) {
+fn check_spec<M: WorldModel>(actions: &ActionSampler, model: &M) {
     assert_eq!(
         *actions,
-        Actions::new(model.action_spec()),
+        ActionSampler::new(model.action_spec()),
         "the planner was built for another action space than the model's {:?}",
         model.action_spec()
     );
@@ -449,7 +449,7 @@ impl Planner for Mppi {
 /// classes), the first action of the one with the highest predicted return. Memoryless.
 #[derive(Clone, Debug)]
 pub struct RandomShooting {
-    actions: Actions,
+    actions: ActionSampler,
     /// Number of sequences `N` per decision.
     pub candidates: usize,
     /// Horizon `H`.
@@ -470,7 +470,7 @@ impl RandomShooting {
             panic!("planner config: {invalid}");
         }
         Self {
-            actions: Actions::new(spec),
+            actions: ActionSampler::new(spec),
             candidates: config.candidates,
             horizon: config.horizon,
             discount: config.discount,
@@ -488,8 +488,8 @@ impl Planner for RandomShooting {
         let tiled = model.repeat(start, n);
         let samples: Vec<f32> = (0..b * n * h * w)
             .map(|_| match &self.actions {
-                Actions::Continuous { .. } => self.rng.random_range(-1.0f32..=1.0),
-                Actions::Discrete { n } => self.rng.random_range(0..*n) as f32,
+                ActionSampler::Continuous { .. } => self.rng.random_range(-1.0f32..=1.0),
+                ActionSampler::Discrete { n } => self.rng.random_range(0..*n) as f32,
             })
             .collect();
         let returns = score(

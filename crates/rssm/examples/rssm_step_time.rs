@@ -12,7 +12,7 @@ use std::time::Instant;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
 use wm_models::ActionSpec;
-use wm_rssm::{LatentConfig, RssmConfig, RssmSpec, SequenceTensors, clip_global_norm};
+use wm_rssm::{LatentConfig, ModelSpec, RssmConfig, SequenceTensors, clip_global_norm};
 
 fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
@@ -47,7 +47,7 @@ fn main() {
             latent,
             ..RssmConfig::default()
         };
-        let spec = RssmSpec {
+        let spec = ModelSpec {
             obs_dim: o,
             action: ActionSpec::Continuous {
                 low: vec![-2.0],

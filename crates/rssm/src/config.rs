@@ -2,7 +2,6 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use wm_models::ActionSpec;
 use wm_models::validate::{self, InvalidField};
 
 use crate::latent::LatentConfig;
@@ -103,15 +102,6 @@ impl RssmConfig {
             .validate()
             .map_err(|invalid| invalid.within("latent"))
     }
-}
-
-/// What the RSSM needs to know about the environment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RssmSpec {
-    /// Observation width `O`.
-    pub obs_dim: usize,
-    /// The action space; a discrete action arrives as its index in an `[.., 1]` tensor.
-    pub action: ActionSpec,
 }
 
 /// A batch of sequences on a device, batch-major, raw units, aligned like

@@ -83,6 +83,14 @@ impl LatentConfig {
         }
     }
 
+    /// The number of independent categoricals `G`; 1 for the Gaussian.
+    pub fn groups(&self) -> usize {
+        match self {
+            Self::Gaussian { .. } => 1,
+            Self::Categorical { groups, .. } => *groups,
+        }
+    }
+
     /// Width of the stats layer output: `2 S` (mean, raw std) or `G K` (logits).
     pub fn stats_width(&self) -> usize {
         match self {
@@ -403,18 +411,16 @@ impl LatentDist<2> {
 
     /// Mean of the standard deviations (Gaussian) or mean entropy per group in nats
     /// (categorical: `ln K` for uniform groups, 0 for deterministic ones), `[1]`: a
-    /// diagnostic. `config` gives the number of groups.
-    pub fn spread(&self, config: &LatentConfig) -> Tensor<1> {
-        match (self, config) {
-            (Self::Gaussian { std, .. }, _) => std.clone().mean(),
-            (Self::Categorical { probs }, LatentConfig::Categorical { groups, .. }) => {
-                (probs.clone() * probs.clone().log())
-                    .sum_dim(1)
-                    .neg()
-                    .mean()
-                    .div_scalar(*groups as f64)
-            }
-            _ => panic!("latent config {config:?} does not match the distribution kind"),
+    /// diagnostic. `groups` is the number of categorical groups the flattened probabilities
+    /// hold ([`LatentConfig::groups`]); the Gaussian ignores it.
+    pub fn spread(&self, groups: usize) -> Tensor<1> {
+        match self {
+            Self::Gaussian { std, .. } => std.clone().mean(),
+            Self::Categorical { probs } => (probs.clone() * probs.clone().log())
+                .sum_dim(1)
+                .neg()
+                .mean()
+                .div_scalar(groups.max(1) as f64),
         }
     }
 }
@@ -553,7 +559,7 @@ mod tests {
         };
         let probs =
             Tensor::<2>::from_floats([[0.25, 0.25, 0.25, 0.25, 0.7, 0.1, 0.1, 0.1]], &device);
-        let spread = vec(LatentDist::Categorical { probs }.spread(&cfg))[0];
+        let spread = vec(LatentDist::Categorical { probs }.spread(cfg.groups()))[0];
         assert!((spread - 1.163371).abs() < 1e-5, "{spread}");
     }
 

@@ -53,7 +53,7 @@
 //! use burn::tensor::Device;
 //! # fn batch() -> SequenceTensors { unimplemented!() }
 //! let device = Device::flex().autodiff();
-//! let spec = RssmSpec { obs_dim: 3, action: wm_models::ActionSpec::Continuous { low: vec![-2.0], high: vec![2.0] } };
+//! let spec = wm_rssm::ModelSpec { obs_dim: 3, action: wm_models::ActionSpec::Continuous { low: vec![-2.0], high: vec![2.0] } };
 //! let mut model = RssmConfig::default().init(&spec, &device);
 //! let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
 //! for _ in 0..100 {
@@ -69,12 +69,14 @@ pub mod likelihood;
 mod model;
 mod train;
 
-pub use config::{RssmConfig, RssmSpec, SequenceTensors};
+pub use config::{RssmConfig, SequenceTensors};
 pub use latent::{LatentConfig, LatentDist};
 pub use likelihood::{SequenceLikelihood, StateSpaceModel, sequence_likelihood};
 pub use model::{
-    Actions, Decoded, Imagined, Observed, Rssm, RssmState, encode_action, symexp, symlog,
+    Decoded, ImaginedSequence, Observed, Rssm, RssmState, encode_action, symexp, symlog,
 };
-pub use train::{clip_global_norm, global_grad_norm, update_step};
+pub use train::{clip_global_norm, global_grad_norm, module_grad_norms, update_step};
+/// What the RSSM needs to know about the environment: the one spec every model shares.
+pub use wm_models::ModelSpec;
 #[cfg(test)]
 mod test_util;

@@ -379,10 +379,11 @@ impl StateSpaceModel for Rssm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RssmConfig, RssmSpec};
+    use crate::config::RssmConfig;
     use crate::test_util::seeded;
     use burn::tensor::Distribution;
     use wm_models::ActionSpec;
+    use wm_models::ModelSpec;
 
     fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
@@ -681,7 +682,7 @@ mod tests {
             },
         ] {
             let (_guard, device) = seeded(5);
-            let spec = RssmSpec {
+            let spec = ModelSpec {
                 obs_dim: 3,
                 action: ActionSpec::Continuous {
                     low: vec![-2.0],
@@ -750,7 +751,7 @@ mod tests {
             },
         ] {
             let (_guard, device) = seeded(8);
-            let spec = RssmSpec {
+            let spec = ModelSpec {
                 obs_dim: 3,
                 action: ActionSpec::Discrete { n: 3 },
             };
@@ -825,7 +826,7 @@ mod tests {
     fn observation_log_prob_is_the_decoder_density_in_raw_units() {
         for symlog_on in [true, false] {
             let (_guard, device) = seeded(2);
-            let spec = RssmSpec {
+            let spec = ModelSpec {
                 obs_dim: 2,
                 action: ActionSpec::Continuous {
                     low: vec![-1.0],

@@ -9,8 +9,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use wm_models::mlp::{Mlp, MlpConfig};
 use wm_models::{ActionSpec, LossOutput};
 
-use crate::config::{RssmConfig, RssmSpec, SequenceTensors};
+use crate::config::{RssmConfig, SequenceTensors};
 use crate::latent::LatentDist;
+use wm_models::ModelSpec;
 
 /// The recurrent state `(h, z)`.
 #[derive(Clone, Debug)]
@@ -61,20 +62,12 @@ pub struct Observed {
     pub last: RssmState,
 }
 
-/// The actions that drive [`Rssm::imagine`]: a fixed sequence. (Imagination under a policy
-/// goes through the one imagination loop of `wm_imagine::WorldModel::imagine`, which steps the
-/// model with [`Rssm::img_step`].)
-pub enum Actions {
-    /// A fixed sequence of raw actions, `[B, H, raw action width]`.
-    Sequence(Tensor<3>),
-}
-
 /// The result of [`Rssm::imagine`]: step `i` is the state reached after the `i`-th action.
 ///
 /// # Shapes
 /// `B` batch, `H` horizon.
 #[derive(Clone, Debug)]
-pub struct Imagined {
+pub struct ImaginedSequence {
     /// `[B, H, D]`.
     pub deter: Tensor<3>,
     /// `[B, H, S]`.
@@ -86,7 +79,7 @@ pub struct Imagined {
     /// Predicted rewards in raw units, `[B, H]`.
     pub reward: Tensor<2>,
     /// Continue probabilities `P(not terminal)`, `[B, H]`.
-    pub cont: Tensor<2>,
+    pub continue_prob: Tensor<2>,
     /// The last imagined state.
     pub last: RssmState,
 }
@@ -99,7 +92,7 @@ pub struct Decoded {
     /// Rewards in raw units, `[N]`.
     pub reward: Tensor<1>,
     /// Continue probabilities, `[N]`.
-    pub cont: Tensor<1>,
+    pub continue_prob: Tensor<1>,
 }
 
 /// Dreamer-style recurrent state-space model; see the crate docs for the equations.
@@ -140,7 +133,7 @@ pub struct Rssm {
     #[module(skip)]
     config: RssmConfig,
     #[module(skip)]
-    spec: RssmSpec,
+    spec: ModelSpec,
 }
 
 /// Two linear layers that together are one `Linear(w0 + w1, out)` on the concatenation
@@ -180,7 +173,7 @@ impl RssmConfig {
     ///
     /// # Panics
     /// If the config or the spec is invalid.
-    pub fn init(&self, spec: &RssmSpec, device: &Device) -> Rssm {
+    pub fn init(&self, spec: &ModelSpec, device: &Device) -> Rssm {
         self.validate().expect("invalid RSSM config");
         wm_models::ModelSpec {
             obs_dim: spec.obs_dim,
@@ -347,7 +340,7 @@ impl Rssm {
     }
 
     /// The spec it was built for.
-    pub fn spec(&self) -> &RssmSpec {
+    pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
 
@@ -431,15 +424,19 @@ impl Rssm {
             Decoded {
                 obs: symexp(obs),
                 reward: symexp(reward),
-                cont,
+                continue_prob: cont,
             }
         } else {
-            Decoded { obs, reward, cont }
+            Decoded {
+                obs,
+                reward,
+                continue_prob: cont,
+            }
         }
     }
 
     /// The reward (raw units) and continue probability of rows of states, without decoding the
-    /// observation: what a planner scores. Equal to [`Rssm::decode`]'s `reward` and `cont`.
+    /// observation: what a planner scores. Equal to [`Rssm::decode`]'s `reward` and `continue_prob`.
     ///
     /// # Shapes
     /// - `deter`: `[N, D]`, `stoch`: `[N, S]`; returns `[N]`, `[N]`
@@ -646,12 +643,14 @@ impl Rssm {
     /// gives the same rollout.
     ///
     /// # Shapes
-    /// - `start`: `[B, D]`, `[B, S]`; `Actions::Sequence`: `[B, H, raw action width]`
-    /// - returns [`Imagined`] with `[B, H, ..]` tensors
-    pub fn imagine(&self, start: RssmState, actions: Actions, sample: bool) -> Imagined {
+    /// - `start`: `[B, D]`, `[B, S]`; `seq`: `[B, H, raw action width]`
+    /// - returns [`ImaginedSequence`] with `[B, H, ..]` tensors
+    ///
+    /// Imagination under a policy goes through the one imagination loop of
+    /// `wm_imagine::WorldModel::imagine`, which steps the model with [`Rssm::img_step`].
+    pub fn imagine(&self, start: RssmState, seq: Tensor<3>, sample: bool) -> ImaginedSequence {
         let b = start.batch_size();
         let w = self.spec.action.raw_width();
-        let Actions::Sequence(seq) = actions;
         let [sb, horizon, sw] = seq.dims();
         assert!(
             sb == b && sw == w,
@@ -679,13 +678,13 @@ impl Rssm {
         let decoded = self.decode(deter.clone(), stoch.clone());
         let t = horizon;
         let bm1 = |x: Tensor<1>| x.reshape([t, b]).swap_dims(0, 1);
-        Imagined {
+        ImaginedSequence {
             deter: to_batch_major(deter, b, t),
             stoch: to_batch_major(stoch, b, t),
             prior: LatentDist::cat(priors, 0).map(|x| to_batch_major(x, b, t)),
             obs: to_batch_major(decoded.obs, b, t),
             reward: bm1(decoded.reward),
-            cont: bm1(decoded.cont),
+            continue_prob: bm1(decoded.continue_prob),
             last: state,
         }
     }
@@ -780,8 +779,11 @@ impl Rssm {
         let metrics = vec![
             ("kl", kl_raw),
             ("kl_below_free", kl_below_free),
-            ("post_spread", roll.post.detach().spread(&c.latent)),
-            ("prior_spread", roll.prior.detach().spread(&c.latent)),
+            ("post_spread", roll.post.detach().spread(c.latent.groups())),
+            (
+                "prior_spread",
+                roll.prior.detach().spread(c.latent.groups()),
+            ),
             ("recon_mse", recon_mse),
             ("cont_prob_terminal", cont_on_terminal),
             ("cont_prob_nonterminal", cont_on_others),
@@ -876,8 +878,8 @@ mod tests {
         }
     }
 
-    fn continuous_spec() -> RssmSpec {
-        RssmSpec {
+    fn continuous_spec() -> ModelSpec {
+        ModelSpec {
             obs_dim: 3,
             action: ActionSpec::Continuous {
                 low: vec![-2.0],
@@ -888,7 +890,7 @@ mod tests {
 
     /// Random sequences with `is_first` at `t = 0` and at the given `(b, t)` positions.
     fn random_batch(
-        spec: &RssmSpec,
+        spec: &ModelSpec,
         b: usize,
         t: usize,
         firsts: &[(usize, usize)],
@@ -1102,7 +1104,7 @@ mod tests {
     fn imagine_with_fixed_actions_is_reproducible_given_a_seed_and_has_the_documented_shapes() {
         for latent in [small_gauss(), small_cat()] {
             let (_guard, device) = seeded(4);
-            let spec = RssmSpec {
+            let spec = ModelSpec {
                 obs_dim: 3,
                 action: ActionSpec::Discrete { n: 3 },
             };
@@ -1116,14 +1118,14 @@ mod tests {
             };
             let run = |seed| {
                 device.seed(seed);
-                model.imagine(start.clone(), Actions::Sequence(actions.clone()), true)
+                model.imagine(start.clone(), actions.clone(), true)
             };
             let (x, y, z) = (run(11), run(11), run(12));
             assert_eq!(x.deter.dims(), [b, h, 8]);
             assert_eq!(x.stoch.dims(), [b, h, latent.stoch_width()]);
             assert_eq!(x.obs.dims(), [b, h, 3]);
             assert_eq!(x.reward.dims(), [b, h]);
-            assert_eq!(x.cont.dims(), [b, h]);
+            assert_eq!(x.continue_prob.dims(), [b, h]);
             assert_eq!(x.last.deter.dims(), [b, 8]);
             assert_eq!(vec(x.obs.clone()), vec(y.obs.clone()), "{latent:?}");
             assert_eq!(vec(x.stoch.clone()), vec(y.stoch), "{latent:?}");
@@ -1133,11 +1135,11 @@ mod tests {
                 vec(z.stoch),
                 "{latent:?}: another seed, another rollout"
             );
-            let cont = vec(x.cont);
+            let cont = vec(x.continue_prob);
             assert!(cont.iter().all(|p| (0.0..=1.0).contains(p)), "{cont:?}");
             // The mode rollout needs no seed.
-            let m1 = model.imagine(start.clone(), Actions::Sequence(actions.clone()), false);
-            let m2 = model.imagine(start.clone(), Actions::Sequence(actions.clone()), false);
+            let m1 = model.imagine(start.clone(), actions.clone(), false);
+            let m2 = model.imagine(start.clone(), actions.clone(), false);
             assert_eq!(vec(m1.deter), vec(m2.deter));
         }
     }
@@ -1155,8 +1157,7 @@ mod tests {
             };
             for sample in [false, true] {
                 device.seed(31);
-                let batched =
-                    model.imagine(start.clone(), Actions::Sequence(actions.clone()), sample);
+                let batched = model.imagine(start.clone(), actions.clone(), sample);
                 device.seed(31);
                 let mut state = start.clone();
                 for t in 0..h {
@@ -1171,9 +1172,9 @@ mod tests {
                     let at = |x: Tensor<2>| vec(x.narrow(1, t, 1).reshape([b]));
                     for (got, want, what) in [
                         (vec(reward.clone()), at(batched.reward.clone()), "reward"),
-                        (vec(cont.clone()), at(batched.cont.clone()), "cont"),
+                        (vec(cont.clone()), at(batched.continue_prob.clone()), "cont"),
                         (vec(reward), vec(decoded.reward), "decode reward"),
-                        (vec(cont), vec(decoded.cont), "decode cont"),
+                        (vec(cont), vec(decoded.continue_prob), "decode cont"),
                     ] {
                         assert!(
                             got.iter()

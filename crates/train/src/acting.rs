@@ -8,12 +8,12 @@
 //! ([`WorldModel::start`]) and advanced with [`WorldModel::observe_step`] exactly once per real
 //! step (the RSSM's posterior update; a one-step model's state is the new observation), and
 //! the planner plans from it ([`Planner::plan_from`]) or the actor network reads its features.
-//! [`Actor::reset`] drops the state (and the planner's warm start) at each episode start.
+//! [`ActingPolicy::reset`] drops the state (and the planner's warm start) at each episode start.
 //!
 //! **Weights during an episode.** The weights an episode acts with are bound at its first
 //! action that has a model (and, for the actor policy, an actor network) and kept until the
-//! episode ends: weights passed to [`Actor::act`] later in the episode are ignored until the
-//! next [`Actor::reset`], so a state is never stepped by weights other than those that filtered
+//! episode ends: weights passed to [`ActingPolicy::act`] later in the episode are ignored until the
+//! next [`ActingPolicy::reset`], so a state is never stepped by weights other than those that filtered
 //! it. (The pipeline's workers pick up the newest weights between episodes anyway.) When the
 //! first weights of a run arrive mid-episode, the episode so far is filtered with them once,
 //! one step after another, before acting; until then the actions are random.
@@ -53,7 +53,7 @@ struct Bound<M: WorldModel> {
 }
 
 /// Chooses actions for one environment, carrying the model state through the episode.
-pub struct Actor<M: WorldModel = AnyModel> {
+pub struct ActingPolicy<M: WorldModel = AnyModel> {
     policy: Policy,
     action_space: Space,
     obs_dim: usize,
@@ -67,7 +67,7 @@ pub struct Actor<M: WorldModel = AnyModel> {
     bound: Option<Bound<M>>,
 }
 
-impl<M: WorldModel + Clone> Actor<M> {
+impl<M: WorldModel + Clone> ActingPolicy<M> {
     /// An actor for `policy` in an environment with these spaces, acting on `device`; `seed`
     /// drives the random actions and the planner's sampling. `explore`: sample the actor
     /// network's policy (data collection) instead of taking its mode (evaluation); planners
@@ -119,7 +119,7 @@ impl<M: WorldModel + Clone> Actor<M> {
     }
 
     /// Records the real step just taken: the action and the observation it led to (filtered
-    /// into the model state at the next [`Actor::act`]).
+    /// into the model state at the next [`ActingPolicy::act`]).
     pub fn observe(&mut self, action: &Action, next_obs: &[f32]) {
         if !matches!(self.policy, Policy::Random) {
             self.pending
@@ -133,7 +133,7 @@ impl<M: WorldModel + Clone> Actor<M> {
     /// ones it acted with (see the module docs).
     ///
     /// # Panics
-    /// Before the first [`Actor::reset`] when the policy uses a model.
+    /// Before the first [`ActingPolicy::reset`] when the policy uses a model.
     pub fn act(&mut self, model: Option<&M>, policy_net: Option<&wm_agent::Actor>) -> Action {
         if matches!(self.policy, Policy::Random) {
             return self.action_space.sample(&mut self.rng);
@@ -179,7 +179,9 @@ impl<M: WorldModel + Clone> Actor<M> {
     /// Binds the episode to `model` (and `policy_net`) and filters the episode so far with them.
     fn bind(&mut self, model: &M, policy_net: Option<&wm_agent::Actor>) {
         let mut steps = std::mem::take(&mut self.pending).into_iter();
-        let (first_action, first_obs) = steps.next().expect("Actor::act before Actor::reset");
+        let (first_action, first_obs) = steps
+            .next()
+            .expect("ActingPolicy::act before ActingPolicy::reset");
         debug_assert!(
             first_action.is_none(),
             "the first pending step is the episode's first observation"
@@ -228,7 +230,7 @@ pub fn evaluate_policy(
     device: &Device,
 ) -> Result<Vec<(f64, usize)>, wm_envs::EnvError> {
     let mut env = wm_envs::make(env_name)?;
-    let mut actor = Actor::new(
+    let mut actor = ActingPolicy::new(
         policy,
         env.observation_space().width(),
         env.action_space(),
@@ -273,7 +275,7 @@ mod tests {
             CollectPolicy::Planner(wm_plan::PlannerConfig::cem()),
             CollectPolicy::Actor(wm_agent::ActorCriticConfig::default()),
         ] {
-            let mut actor = Actor::<AnyModel>::new(
+            let mut actor = ActingPolicy::<AnyModel>::new(
                 &policy,
                 4,
                 Space::Discrete { n: 2 },
@@ -376,7 +378,13 @@ mod tests {
 
     fn setup(
         policy: &CollectPolicy,
-    ) -> (Actor<Recorder>, Recorder, Recorder, wm_agent::Actor, Log) {
+    ) -> (
+        ActingPolicy<Recorder>,
+        Recorder,
+        Recorder,
+        wm_agent::Actor,
+        Log,
+    ) {
         let device = wm_backend::DeviceSpec::Cpu.init().expect("flex");
         let spec = ActionSpec::Continuous {
             low: vec![-1.0],
@@ -401,7 +409,7 @@ mod tests {
             unimix: 0.01,
         };
         let net = wm_agent::Actor::new(1, &[4], &spec, bounds, &device);
-        let actor = Actor::new(
+        let actor = ActingPolicy::new(
             policy,
             1,
             Space::Box {

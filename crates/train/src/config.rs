@@ -175,6 +175,14 @@ pub struct EvalConfig {
     /// as `eval/return` and `eval/episode_length` against environment steps; 0 turns them off.
     #[serde(default)]
     pub policy_episodes: usize,
+    /// Run those policy-evaluation episodes every this many environment steps (checked after
+    /// each update, so an evaluation comes at the first update past each multiple), apart from
+    /// the held-out model evaluation; 0 (the default) runs them with the held-out evaluation,
+    /// every `schedule.eval_every` updates. A fine curve of return against environment steps
+    /// (every ~100 steps) costs only the episodes, not the model metrics. Unused when
+    /// `policy_episodes` is 0.
+    #[serde(default)]
+    pub policy_every_env_steps: usize,
 }
 
 /// A whole training run's configuration: what `configs/*.ron` hold.

@@ -9,6 +9,8 @@
 //! MMD, mode coverage, the NLL floor), [`logging`] and [`tensorboard`] (event files), [`plot`] (imagined
 //! against real trajectories), [`error`].
 
+#![warn(missing_docs)]
+
 pub mod acting;
 pub mod checkpoint;
 pub mod config;

@@ -59,6 +59,8 @@ impl RateLimiter {
         self.updates.load(Ordering::Acquire) as f64 - paid
     }
 
+    /// Whether the learner may take another update now: the prefill is in, and the updates are
+    /// not more than the tolerance ahead of what the inserted environment steps pay for.
     pub fn learner_may_update(&self) -> bool {
         self.inserted.load(Ordering::Acquire) >= self.prefill
             && self.error() + 1.0 <= self.tolerance_updates

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use wm_agent::ActorCritic;
@@ -17,7 +18,7 @@ use wm_models::{
     ActionSpec, AnyTransitionModel, CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig,
     LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionModelConfig, TransitionTensors,
 };
-use wm_rssm::{LatentConfig, Rssm, RssmConfig, RssmSpec, SequenceTensors};
+use wm_rssm::{LatentConfig, Rssm, RssmConfig, SequenceTensors};
 
 /// A model config as written in `configs/*.ron`: `model: Cvae((..))`, `Gaussian((..))`,
 /// `Deterministic((..))` or `Rssm((..))`.
@@ -82,13 +83,7 @@ impl ModelConfig {
         device: &wm_backend::Device,
     ) -> AnyModel {
         match self {
-            Self::Rssm(config) => AnyModel::Rssm(config.init(
-                &RssmSpec {
-                    obs_dim: spec.obs_dim,
-                    action: spec.action.clone(),
-                },
-                device,
-            )),
+            Self::Rssm(config) => AnyModel::Rssm(config.init(spec, device)),
             other => AnyModel::Transition(
                 other
                     .transition()
@@ -242,6 +237,12 @@ pub trait TrainableModel: Module + Clone + Send + core::fmt::Debug {
     /// # Panics
     /// If the batch is not of [`batch_kind`](Self::batch_kind).
     fn update_agent(&self, agent: &mut ActorCritic, batch: &Batch) -> BTreeMap<String, f64>;
+
+    /// Gradient norms per part of the model (before clipping), a diagnostic the trainer logs
+    /// as `train/grad_norm_{part}` at its log schedule; one host read per part. None by default.
+    fn grad_norms_by_module(&self, _grads: &GradientsParams) -> Vec<(&'static str, f32)> {
+        Vec::new()
+    }
 }
 
 fn wrong_batch(model: &str, want: BatchKind, got: &Batch) -> ! {
@@ -327,6 +328,10 @@ impl TrainableModel for Rssm {
             other => wrong_batch("RSSM", BatchKind::Sequences, other),
         }
     }
+
+    fn grad_norms_by_module(&self, grads: &GradientsParams) -> Vec<(&'static str, f32)> {
+        wm_rssm::module_grad_norms(self, grads)
+    }
 }
 
 impl TrainableModel for AnyModel {
@@ -369,6 +374,13 @@ impl TrainableModel for AnyModel {
         match self {
             Self::Transition(model) => model.update_agent(agent, batch),
             Self::Rssm(model) => model.update_agent(agent, batch),
+        }
+    }
+
+    fn grad_norms_by_module(&self, grads: &GradientsParams) -> Vec<(&'static str, f32)> {
+        match self {
+            Self::Transition(model) => model.grad_norms_by_module(grads),
+            Self::Rssm(model) => model.grad_norms_by_module(grads),
         }
     }
 }

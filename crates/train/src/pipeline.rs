@@ -26,7 +26,7 @@ use wm_backend::Device;
 use wm_envs::{Env, EnvError};
 use wm_replay::{Episode, EpisodeBuilder, ReplayBuffer, ReplaySpec};
 
-use crate::acting::Actor;
+use crate::acting::ActingPolicy;
 use crate::config::CollectPolicy;
 use crate::error::TrainError;
 use crate::limiter::RateLimiter;
@@ -447,7 +447,7 @@ fn worker_loop(context: &WorkerContext) -> Result<(), String> {
     let setup = &context.setup;
     let mut env = (setup.env_factory)(context.worker).map_err(|e| e.to_string())?;
     let seed = worker_seed(setup.seed, context.worker, setup.start_inserted);
-    let mut actor = Actor::new(
+    let mut actor = ActingPolicy::new(
         &setup.policy,
         setup.replay_spec.obs_dim,
         env.action_space(),

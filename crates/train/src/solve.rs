@@ -13,6 +13,10 @@ use crate::tensorboard::{EventFileError, read_scalars};
 /// The tag the trainer logs policy evaluations under (x = environment steps).
 pub const RETURN_TAG: &str = "eval/return";
 
+/// How many evaluations in a row, through the end of the run, make a target *held*
+/// ([`SeedCurve::first_holding`]).
+pub const HOLD_EVALS: usize = 3;
+
 /// One seed's evaluation curve.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SeedCurve {
@@ -66,6 +70,25 @@ impl SeedCurve {
     pub fn first_reaching(&self, target: f64) -> Option<u64> {
         self.points.iter().find(|p| p.1 >= target).map(|p| p.0)
     }
+
+    /// The environment steps of the first evaluation from which the target is *held*: it and
+    /// every later evaluation up to `until` environment steps reached `target`, and at least
+    /// `min_evals` evaluations make up that stretch (so one lucky evaluation just before the end
+    /// does not count). `None` when no such stretch exists.
+    pub fn first_holding(&self, target: f64, until: u64, min_evals: usize) -> Option<u64> {
+        let within: Vec<(u64, f64)> = self
+            .points
+            .iter()
+            .copied()
+            .take_while(|p| p.0 <= until)
+            .collect();
+        // The held stretch is a suffix of the evaluations within `until`: find where it starts.
+        let start = within
+            .iter()
+            .rposition(|p| p.1 < target)
+            .map_or(0, |i| i + 1);
+        (within.len() - start >= min_evals.max(1)).then(|| within[start].0)
+    }
 }
 
 /// The benchmark's result over all seeds.
@@ -102,29 +125,50 @@ impl SolveReport {
             .count()
     }
 
+    /// The environment steps from which `seed` holds the target ([`HOLD_EVALS`] evaluations or
+    /// more, through the end of its run).
+    pub fn held_from(&self, seed: &SeedCurve) -> Option<u64> {
+        let end = seed.points.last().map_or(0, |p| p.0);
+        seed.first_holding(self.target, end, HOLD_EVALS)
+    }
+
+    /// Seeds that hold the target from a step within the budget.
+    pub fn solved_and_held(&self) -> usize {
+        self.seeds
+            .iter()
+            .filter(|s| self.held_from(s).is_some_and(|x| x <= self.budget))
+            .count()
+    }
+
     /// The Markdown table: one row per seed, then the mean and standard deviation.
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "{}\n\ntarget: mean evaluation return >= {} within {} environment steps; solved by {} of {} seeds\n\n",
+            "{}\n\ntarget: mean evaluation return >= {} within {} environment steps; solved by {} of {} seeds \
+             (last evaluation within the budget); held by {} (the target reached within the budget and \
+             kept at every evaluation after it, {} or more, to the end of the run)\n\n",
             self.setup,
             self.target,
             self.budget,
             self.solved(),
-            self.seeds.len()
+            self.seeds.len(),
+            self.solved_and_held(),
+            HOLD_EVALS,
         );
-        out.push_str("| seed | return at the budget | best return (at env steps) | first reached target at | final return (env steps) | wall time |\n");
-        out.push_str("|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| seed | return at the budget | best return (at env steps) | first reached target at | held from | final return (env steps) | wall time |\n");
+        out.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
         let fmt = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.1}"));
         for s in &self.seeds {
             let best = s.points.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
             let last = s.points.last();
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {:.0} s |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.0} s |\n",
                 s.seed,
                 fmt(s.return_at(self.budget)),
                 best.map_or("–".into(), |(x, r)| format!("{r:.1} ({x})")),
                 s.first_reaching(self.target)
                     .map_or("not reached".into(), |x| x.to_string()),
+                self.held_from(s)
+                    .map_or("not held".into(), |x| x.to_string()),
                 last.map_or("–".into(), |(x, r)| format!("{r:.1} ({x})")),
                 s.wall_seconds
             ));
@@ -143,7 +187,7 @@ impl SolveReport {
                 .collect::<Vec<_>>(),
         );
         out.push_str(&format!(
-            "| mean ± std | {mean:.1} ± {std:.1} | | | | {wall:.0} s |\n"
+            "| mean ± std | {mean:.1} ± {std:.1} | | | | | {wall:.0} s |\n"
         ));
         out
     }
@@ -346,6 +390,43 @@ mod tests {
         let table = r.markdown();
         assert!(table.contains("solved by 1 of 2 seeds"), "{table}");
         assert!(table.contains("| mean ± std | -200.0 ± 70.7 |"), "{table}");
+    }
+
+    #[test]
+    fn a_target_is_held_only_by_a_final_stretch_of_enough_evaluations() {
+        let seed = curve(
+            0,
+            &[
+                (100, -900.0),
+                (200, -150.0), // reached, then lost at 300
+                (300, -400.0),
+                (400, -190.0),
+                (500, -180.0),
+                (600, -170.0),
+                (700, -500.0), // past `until` below: ignored
+            ],
+        );
+        assert_eq!(seed.first_reaching(-200.0), Some(200));
+        assert_eq!(seed.first_holding(-200.0, 600, 3), Some(400));
+        assert_eq!(seed.first_holding(-200.0, 600, 4), None, "only 3 in a row");
+        assert_eq!(seed.first_holding(-200.0, 700, 1), None, "lost at the end");
+        assert_eq!(seed.first_holding(-200.0, 250, 1), Some(200));
+        assert_eq!(seed.first_holding(-200.0, 50, 1), None, "no evaluation yet");
+    }
+
+    #[test]
+    fn the_table_counts_seeds_that_hold_the_target_within_the_budget() {
+        let mut r = report();
+        // Seed 0 reaches at 2900 and holds through 3500 with 3 evaluations.
+        r.seeds[0].points.push((3600, -130.0));
+        assert_eq!(r.held_from(&r.seeds[0]), Some(2900));
+        // Seed 1 holds from 3100 only: past the budget, and only 1 evaluation.
+        assert_eq!(r.held_from(&r.seeds[1]), None);
+        assert_eq!(r.solved_and_held(), 1);
+        let table = r.markdown();
+        assert!(table.contains("held by 1"), "{table}");
+        assert!(table.contains("| 2900 | 2900 |"), "{table}");
+        assert!(table.contains("not held"), "{table}");
     }
 
     #[test]

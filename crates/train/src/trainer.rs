@@ -262,6 +262,47 @@ fn should(every: usize, update: u64) -> bool {
     update.is_multiple_of(every as u64)
 }
 
+/// When the acting policy's evaluation episodes run: with the held-out evaluation (every
+/// `schedule.eval_every` updates), or, with `eval.policy_every_env_steps` = N > 0, at the first
+/// update after the environment steps pass each multiple of N.
+#[derive(Debug, Clone, PartialEq)]
+struct PolicyEvalSchedule {
+    every_env_steps: u64,
+    /// The environment steps at which the next evaluation is due (with `every_env_steps` > 0).
+    next_at: u64,
+}
+
+impl PolicyEvalSchedule {
+    /// A schedule starting from `env_steps` already collected (0, or a resumed run's count):
+    /// the next evaluation is at the next multiple of N above them.
+    fn new(every_env_steps: usize, env_steps: u64) -> Self {
+        let every_env_steps = every_env_steps as u64;
+        let next_at = if every_env_steps == 0 {
+            0
+        } else {
+            (env_steps / every_env_steps + 1) * every_env_steps
+        };
+        Self {
+            every_env_steps,
+            next_at,
+        }
+    }
+
+    /// Whether the policy evaluation runs after `update`, given whether the held-out model
+    /// evaluation runs and the environment steps inserted so far; advances the schedule.
+    fn due(&mut self, model_eval: bool, env_steps: u64) -> bool {
+        if self.every_env_steps == 0 {
+            return model_eval;
+        }
+        if env_steps < self.next_at {
+            return false;
+        }
+        // Several multiples passed within one update (a long episode arrived): one evaluation.
+        self.next_at = (env_steps / self.every_env_steps + 1) * self.every_env_steps;
+        true
+    }
+}
+
 fn run_loop(
     prepared: Prepared,
     options: &TrainOptions,
@@ -301,6 +342,8 @@ fn run_loop(
     let total_updates = config.schedule.updates as u64;
     let progress = progress_bar(total_updates, first_update, options.progress);
     let mut window_start = (Instant::now(), first_update);
+    let mut policy_schedule =
+        PolicyEvalSchedule::new(config.eval.policy_every_env_steps, env_steps);
     let mut guard = NonFiniteGuard::new(
         config.schedule.max_nonfinite_in_a_row,
         learner.nonfinite_updates,
@@ -350,6 +393,9 @@ fn run_loop(
                     &mut learner.rng,
                     &config.optim,
                     &training_device,
+                    // The per-module gradient norms, at the updates that are logged.
+                    should(config.schedule.log_every, learner.update + 1)
+                        || learner.update + 1 == total_updates,
                 )?;
                 learner.model = model;
                 learner.update += 1;
@@ -384,7 +430,10 @@ fn run_loop(
                 }
                 progress.set_position(update);
 
-                if should(config.schedule.eval_every, update) {
+                let model_eval = should(config.schedule.eval_every, update);
+                let policy_eval = config.eval.policy_episodes > 0
+                    && policy_schedule.due(model_eval, stats.inserted_steps);
+                if model_eval {
                     let report = evaluate_any(
                         &learner.model.valid(),
                         &eval_buffer,
@@ -393,21 +442,18 @@ fn run_loop(
                         device,
                     );
                     log_report(&mut tensorboard, &report);
-                    if config.eval.policy_episodes > 0 {
-                        let (mean_return, mean_length) = policy_returns(
-                            &learner.model.valid(),
-                            learner.agent.as_ref(),
-                            &config,
-                            device,
-                        )?;
-                        tensorboard.scalar("eval/return", mean_return, stats.inserted_steps);
-                        tensorboard.scalar(
-                            "eval/episode_length",
-                            mean_length,
-                            stats.inserted_steps,
-                        );
-                        tensorboard.scalar("eval/return_by_update", mean_return, update);
-                    }
+                }
+                if policy_eval {
+                    let (mean_return, _) = evaluate_policy_and_log(
+                        &mut tensorboard,
+                        &learner,
+                        &config,
+                        stats.inserted_steps,
+                        device,
+                    )?;
+                    tensorboard.scalar("eval/return_by_update", mean_return, update);
+                }
+                if model_eval || policy_eval {
                     tensorboard.flush()?;
                 }
                 if should(config.schedule.checkpoint_every, update) {
@@ -468,14 +514,8 @@ fn run_loop(
         device,
     );
     if config.eval.policy_episodes > 0 {
-        let (mean_return, mean_length) = policy_returns(
-            &learner.model.valid(),
-            learner.agent.as_ref(),
-            &config,
-            device,
-        )?;
-        tensorboard.scalar("eval/return", mean_return, env_steps_now);
-        tensorboard.scalar("eval/episode_length", mean_length, env_steps_now);
+        let (mean_return, mean_length) =
+            evaluate_policy_and_log(&mut tensorboard, &learner, &config, env_steps_now, device)?;
         (report.policy_return, report.policy_episode_length) =
             (Some(mean_return), Some(mean_length));
     }
@@ -495,6 +535,26 @@ fn run_loop(
         pipeline: final_stats,
         pipeline_seconds,
     })
+}
+
+/// Runs the policy evaluation episodes ([`policy_returns`]) and logs their mean return and
+/// length as `eval/return` and `eval/episode_length` at `env_steps`.
+fn evaluate_policy_and_log(
+    tensorboard: &mut TensorBoard,
+    learner: &Learner,
+    config: &TrainConfig,
+    env_steps: u64,
+    device: &Device,
+) -> Result<(f64, f64), TrainError> {
+    let (mean_return, mean_length) = policy_returns(
+        &learner.model.valid(),
+        learner.agent.as_ref(),
+        config,
+        device,
+    )?;
+    tensorboard.scalar("eval/return", mean_return, env_steps);
+    tensorboard.scalar("eval/episode_length", mean_length, env_steps);
+    Ok((mean_return, mean_length))
 }
 
 /// Mean return and length of `eval.policy_episodes` real episodes with the acting policy over
@@ -525,4 +585,47 @@ fn policy_returns(
         results.iter().map(|r| r.0).sum::<f64>() / n,
         results.iter().map(|r| r.1 as f64).sum::<f64>() / n,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PolicyEvalSchedule;
+
+    #[test]
+    fn policy_evaluation_follows_the_model_evaluation_when_no_step_interval_is_set() {
+        let mut schedule = PolicyEvalSchedule::new(0, 1000);
+        assert!(!schedule.due(false, 5000));
+        assert!(schedule.due(true, 5001));
+    }
+
+    #[test]
+    fn policy_evaluation_runs_once_per_multiple_of_the_step_interval() {
+        // A run with 250 prefill steps, evaluated every 100 environment steps.
+        let mut schedule = PolicyEvalSchedule::new(100, 250);
+        let inserted = [250, 260, 299, 300, 301, 350, 420, 430, 900, 901, 999, 1000];
+        let due: Vec<u64> = inserted
+            .into_iter()
+            .filter(|&steps| schedule.due(false, steps))
+            .collect();
+        // 300 and 420 (first past 400); 900 (an episode jumped past 500..900: one evaluation);
+        // 1000.
+        assert_eq!(due, vec![300, 420, 900, 1000]);
+    }
+
+    #[test]
+    fn policy_evaluation_ignores_the_model_schedule_when_a_step_interval_is_set() {
+        let mut schedule = PolicyEvalSchedule::new(100, 0);
+        assert!(
+            !schedule.due(true, 50),
+            "the model evaluation alone is not a reason"
+        );
+        assert!(schedule.due(false, 100));
+    }
+
+    #[test]
+    fn a_resumed_run_evaluates_at_the_next_multiple_after_its_steps() {
+        let mut schedule = PolicyEvalSchedule::new(100, 1234);
+        assert!(!schedule.due(false, 1299));
+        assert!(schedule.due(false, 1300));
+    }
 }

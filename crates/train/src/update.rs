@@ -52,6 +52,9 @@ impl StepOutcome {
 /// One gradient update of any [`TrainableModel`]: loss on `batch`, backward, global-norm
 /// clipping at `grad_clip`, Adam at `lr`. When the loss or the gradient norm is NaN or infinite
 /// the step is skipped: the model comes back unchanged and the optimiser's state untouched.
+/// With `diagnose`, the model's gradient norms per part
+/// ([`TrainableModel::grad_norms_by_module`], before clipping) join the loss metrics as
+/// `grad_norm_{part}` (the trainer asks at its log schedule only: each is a host read).
 /// The model must live on an autodiff device.
 pub fn update_step<M: TrainableModel>(
     model: M,
@@ -59,6 +62,7 @@ pub fn update_step<M: TrainableModel>(
     batch: &Batch,
     lr: f64,
     grad_clip: f32,
+    diagnose: bool,
 ) -> (M, StepOutcome) {
     let loss = model.loss(batch);
     let total = loss.total.clone().into_scalar::<f32>();
@@ -73,7 +77,14 @@ pub fn update_step<M: TrainableModel>(
             },
         );
     }
+    let mut loss = loss;
     let mut grads = GradientsParams::from_grads(loss.total.backward(), &model);
+    if diagnose {
+        for (part, norm) in model.grad_norms_by_module(&grads) {
+            loss.metrics
+                .insert(format!("grad_norm_{part}"), f64::from(norm));
+        }
+    }
     let grad_norm = clip_global_norm(&model, &mut grads, grad_clip);
     if !grad_norm.is_finite() {
         return (
@@ -130,6 +141,7 @@ pub fn update_from_replay(
     rng: &mut ChaCha8Rng,
     optim: &OptimConfig,
     device: &Device,
+    diagnose: bool,
 ) -> Result<(AnyModel, StepOutcome), TrainError> {
     let batch = sample_batch(
         model.batch_kind(),
@@ -145,6 +157,7 @@ pub fn update_from_replay(
         &batch,
         optim.lr,
         optim.grad_clip,
+        diagnose,
     ))
 }
 
@@ -282,7 +295,7 @@ mod tests {
 
         // The injected batch: one NaN observation poisons the loss.
         let poisoned = batch(vec![0.5, f32::NAN, 0.1, 0.2], &device);
-        let (model, outcome) = update_step(model, &mut optimizer, &poisoned, 1e-2, 100.0);
+        let (model, outcome) = update_step(model, &mut optimizer, &poisoned, 1e-2, 100.0, false);
         assert!(
             !outcome.applied && !outcome.total.is_finite(),
             "{}",
@@ -296,7 +309,7 @@ mod tests {
         assert!(model.parameters_finite());
 
         let clean = batch(vec![0.5, 0.3, 0.1, 0.2], &device);
-        let (model, outcome) = update_step(model, &mut optimizer, &clean, 1e-2, 100.0);
+        let (model, outcome) = update_step(model, &mut optimizer, &clean, 1e-2, 100.0, true);
         assert!(
             outcome.applied && outcome.total.is_finite() && outcome.grad_norm.is_finite(),
             "{}",
@@ -306,6 +319,85 @@ mod tests {
             parameters(&model),
             before,
             "a finite update changes the weights"
+        );
+    }
+
+    /// The parts partition the RSSM's parameters, so their norms combine to the global norm:
+    /// `sqrt(sum_part norm_part^2) = grad_norm` (both before clipping).
+    #[test]
+    fn diagnosed_rssm_updates_log_part_norms_that_combine_to_the_global_norm() {
+        let device = wm_backend::test_device().autodiff();
+        device.seed(0);
+        let spec = ModelSpec {
+            obs_dim: 2,
+            action: ActionSpec::Discrete { n: 2 },
+        };
+        let config = ModelConfig::Rssm(wm_rssm::RssmConfig {
+            deter: 8,
+            hidden: 8,
+            encoder_hidden: vec![8],
+            decoder_hidden: vec![8],
+            head_hidden: vec![8],
+            norm: true,
+            ..Default::default()
+        });
+        let model = config.init(&spec, Normalizer::identity(2), &device);
+        let (b, t) = (2, 4);
+        let obs: Vec<f32> = (0..b * t * 2).map(|i| (i as f32 * 0.37).sin()).collect();
+        let action: Vec<f32> = (0..b * t).map(|i| (i % 2) as f32).collect();
+        let reward = vec![1.0; b * t];
+        let mut is_first = vec![0.0; b * t];
+        (is_first[0], is_first[t]) = (1.0, 1.0);
+        let is_terminal = vec![0.0; b * t];
+        let batch = Batch::Sequences(wm_rssm::SequenceTensors::from_host(
+            &obs,
+            &action,
+            &reward,
+            &is_first,
+            &is_terminal,
+            b,
+            t,
+            2,
+            1,
+            &device,
+        ));
+        let mut optimizer = AdamConfig::new().init();
+        let (model, quiet) = update_step(model, &mut optimizer, &batch, 1e-3, 1e9, false);
+        assert!(
+            !quiet
+                .loss
+                .metrics
+                .keys()
+                .any(|k| k.starts_with("grad_norm_")),
+            "{:?}",
+            quiet.loss.metrics.keys().collect::<Vec<_>>()
+        );
+        let (_, outcome) = update_step(model, &mut optimizer, &batch, 1e-3, 1e9, true);
+        let parts: Vec<(&String, &f64)> = outcome
+            .loss
+            .metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with("grad_norm_"))
+            .collect();
+        let names: Vec<&str> = parts.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "grad_norm_cell",
+                "grad_norm_cont",
+                "grad_norm_decoder",
+                "grad_norm_encoder",
+                "grad_norm_posterior",
+                "grad_norm_prior",
+                "grad_norm_reward"
+            ],
+            "parts logged"
+        );
+        let combined = parts.iter().map(|(_, v)| *v * *v).sum::<f64>().sqrt();
+        let global = f64::from(outcome.grad_norm);
+        assert!(
+            (combined - global).abs() <= 1e-4 * global.max(1.0),
+            "parts combine to {combined}, the global norm is {global}"
         );
     }
 
