@@ -206,6 +206,8 @@ fn every_shipped_config_parses_and_trains_briefly() {
         "cartpole_cvae_actor.ron",
         "pendulum_rssm_cem.ron",
         "pendulum_rssm_actor.ron",
+        "cartpole_ensemble.ron",
+        "pendulum_ensemble_cem.ron",
     ] {
         let runs = tempfile::tempdir().expect("temp dir");
         let run = train_tiny(&config_path(config), runs.path());
