@@ -435,7 +435,11 @@ mod tests {
         let start: OneStepState = random([b, 3], &device).into();
         let mut seen = Vec::new();
         let mut policy = |state: &OneStepState, obs: &Tensor<2>| {
-            assert_eq!(vec(state.obs.clone()), vec(obs.clone()), "state = observation");
+            assert_eq!(
+                vec(state.obs.clone()),
+                vec(obs.clone()),
+                "state = observation"
+            );
             seen.push(vec(obs.clone()));
             obs.clone().narrow(1, 0, 1).clamp(-2.0, 2.0)
         };
@@ -498,7 +502,9 @@ mod tests {
                                 .map(|o| (means[(m * b + row) * 3 + o] - delta[row * 3 + o]).abs())
                                 .sum()
                         };
-                        (0..4).min_by(|&i, &j| distance(i).total_cmp(&distance(j))).unwrap()
+                        (0..4)
+                            .min_by(|&i, &j| distance(i).total_cmp(&distance(j)))
+                            .unwrap()
                     })
                     .collect(),
             );
@@ -519,7 +525,10 @@ mod tests {
             assert_eq!(used[t], used[0], "TS-inf: members changed at step {t}");
         }
         let carried: Vec<usize> = vec_int(last.member.expect("TS-inf carries its members"));
-        assert_eq!(carried, used[0], "the state names the members that were used");
+        assert_eq!(
+            carried, used[0],
+            "the state names the members that were used"
+        );
         let mut distinct = used[0].clone();
         distinct.sort_unstable();
         distinct.dedup();
@@ -529,8 +538,13 @@ mod tests {
         let start = model.start(&Context::new(random([b, 3], &device)), true);
         let (used, last) = members_used(&model, start, h, &device);
         assert!(last.member.is_none(), "TS-1 carries no member");
-        let switched = (0..b).filter(|&row| used.iter().any(|u| u[row] != used[0][row])).count();
-        assert!(switched > b / 2, "TS-1: only {switched} of {b} rows changed member: {used:?}");
+        let switched = (0..b)
+            .filter(|&row| used.iter().any(|u| u[row] != used[0][row]))
+            .count();
+        assert!(
+            switched > b / 2,
+            "TS-1: only {switched} of {b} rows changed member: {used:?}"
+        );
     }
 
     #[test]
@@ -539,14 +553,22 @@ mod tests {
         let model = sharp_ensemble(Propagation::TsInf, &device);
         let start = model.start(&Context::new(random([2, 3], &device)), false);
         let (central, _) = model.step(&start, random([2, 1], &device), false);
-        assert!(central.member.is_none(), "the central prediction draws no member");
+        assert!(
+            central.member.is_none(),
+            "the central prediction draws no member"
+        );
         let (sampled, _) = model.step(&start, random([2, 1], &device), true);
         let members = vec_int(sampled.member.clone().expect("drawn at the first sample"));
         let tiled = model.repeat(&sampled, 3);
         assert_eq!(tiled.obs.dims(), [6, 3], "actual {:?}", tiled.obs.dims());
         let want: Vec<usize> = members.iter().flat_map(|&m| [m, m, m]).collect();
         assert_eq!(vec_int(tiled.member.expect("tiled members")), want);
-        let observed = model.observe_step(&sampled, random([2, 1], &device), random([2, 3], &device), false);
+        let observed = model.observe_step(
+            &sampled,
+            random([2, 1], &device),
+            random([2, 3], &device),
+            false,
+        );
         assert_eq!(vec_int(observed.member.expect("kept")), members);
     }
 

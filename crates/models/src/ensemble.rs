@@ -154,9 +154,7 @@ impl EnsembleConfig {
         }
         let o = spec.obs_dim;
         let input = o + spec.action.input_width();
-        let bound = |value: f64| {
-            Initializer::Constant { value }.init::<3, _>([1, 1, o], device)
-        };
+        let bound = |value: f64| Initializer::Constant { value }.init::<3, _>([1, 1, o], device);
         ProbabilisticEnsemble {
             net: EnsembleMlp::new(
                 self.members,
@@ -185,13 +183,7 @@ pub struct EnsembleMlp {
 }
 
 impl EnsembleMlp {
-    fn new(
-        members: usize,
-        input: usize,
-        hidden: &[usize],
-        output: usize,
-        device: &Device,
-    ) -> Self {
+    fn new(members: usize, input: usize, hidden: &[usize], output: usize, device: &Device) -> Self {
         // burn's `Linear` default: uniform in +-1/sqrt(fan_in) for weights and biases.
         let init = Initializer::KaimingUniform {
             gain: 1.0 / 3f64.sqrt(),
@@ -633,7 +625,11 @@ mod tests {
         let out = model.member_outputs(batch.obs.clone(), batch.action.clone());
         for (name, dims, want) in [
             ("delta_mean", out.delta_mean.dims().to_vec(), vec![4, 6, 3]),
-            ("delta_log_std", out.delta_log_std.dims().to_vec(), vec![4, 6, 3]),
+            (
+                "delta_log_std",
+                out.delta_log_std.dims().to_vec(),
+                vec![4, 6, 3],
+            ),
             ("reward_mean", out.reward_mean.dims().to_vec(), vec![4, 6]),
             ("term_logit", out.term_logit.dims().to_vec(), vec![4, 6]),
         ] {
@@ -711,7 +707,8 @@ mod tests {
         let batch = test_util::random_batch(&spec, 5, &device);
         let out = model.member_outputs(batch.obs.clone(), batch.action.clone());
         let (mean, log_std) = (host(out.delta_mean), host(out.delta_log_std));
-        let d_n = host(normalizer.normalize_delta_tensor(batch.obs.clone(), batch.next_obs.clone()));
+        let d_n =
+            host(normalizer.normalize_delta_tensor(batch.obs.clone(), batch.next_obs.clone()));
         let got = host(model.log_likelihood(&batch, 1));
         for b in 0..5 {
             let density: f64 = (0..3)
@@ -780,7 +777,11 @@ mod tests {
             bound(lo),
             bound(hi),
         ));
-        for (g, w) in [(got[3], -2.906_502), (got[4], -0.564_025_2), (got[5], 0.095_916_36)] {
+        for (g, w) in [
+            (got[3], -2.906_502),
+            (got[4], -0.564_025_2),
+            (got[5], 0.095_916_36),
+        ] {
             assert!((g - w).abs() < 1e-5, "{got:?}");
         }
         let slack = (1.0 + (lo - hi).exp()).ln();
@@ -793,7 +794,10 @@ mod tests {
                 "outside [{lo}, {hi} + {slack}]: {got:?}"
             );
         }
-        assert!((got[0] - lo).abs() < 1e-4 && (got[8] - hi).abs() < 1e-2, "{got:?}");
+        assert!(
+            (got[0] - lo).abs() < 1e-4 && (got[8] - hi).abs() < 1e-2,
+            "{got:?}"
+        );
 
         // The model's log-stds stay inside its learned bounds far from any data.
         let (_rng, device) = test_util::seeded_device(5);
@@ -810,7 +814,13 @@ mod tests {
         let bad = |c: EnsembleConfig| c.validate().unwrap_err().field;
         let d = EnsembleConfig::default();
         assert!(d.validate().is_ok());
-        assert_eq!(bad(EnsembleConfig { members: 0, ..d.clone() }), "members");
+        assert_eq!(
+            bad(EnsembleConfig {
+                members: 0,
+                ..d.clone()
+            }),
+            "members"
+        );
         assert_eq!(
             bad(EnsembleConfig {
                 members: MAX_MEMBERS + 1,
@@ -818,7 +828,13 @@ mod tests {
             }),
             "members"
         );
-        assert_eq!(bad(EnsembleConfig { hidden: vec![0], ..d.clone() }), "hidden");
+        assert_eq!(
+            bad(EnsembleConfig {
+                hidden: vec![0],
+                ..d.clone()
+            }),
+            "hidden"
+        );
         assert_eq!(
             bad(EnsembleConfig {
                 bound_weight: f64::NAN,
@@ -885,7 +901,11 @@ mod tests {
         let mut distinct = mixed.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert_eq!(distinct.len(), 4, "TS-1 over 64 rows uses every member: {mixed:?}");
+        assert_eq!(
+            distinct.len(),
+            4,
+            "TS-1 over 64 rows uses every member: {mixed:?}"
+        );
     }
 
     /// After a few hundred updates on `s' = s + 0.5 sin(3 s)` with `s` in `[-1, 1]`, the
@@ -952,6 +972,9 @@ mod tests {
         let far = spread(&[-6.0, 6.0]);
         eprintln!("member spread: near the data {near:.4}, far from it {far:.4}");
         assert!(near < 0.05, "members disagree on the data: spread {near}");
-        assert!(far > 5.0 * near, "no epistemic spread away from the data: far {far}, near {near}");
+        assert!(
+            far > 5.0 * near,
+            "no epistemic spread away from the data: far {far}, near {near}"
+        );
     }
 }

@@ -504,7 +504,10 @@ mod tests {
         let TransitionModelConfig::Ensemble(ensemble) = &e else {
             panic!("{e:?}")
         };
-        assert_eq!((ensemble.members, ensemble.propagation), (7, Propagation::Ts1));
+        assert_eq!(
+            (ensemble.members, ensemble.propagation),
+            (7, Propagation::Ts1)
+        );
         assert_eq!(ensemble.hidden, EnsembleConfig::default().hidden);
         assert_eq!(e.kind(), "ensemble");
         let p: CvaeConfig = ron::from_str("(prior: Standard)").unwrap();
