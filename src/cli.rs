@@ -181,7 +181,8 @@ pub struct BenchPipelineArgs {
 /// Arguments of `wm bench update`.
 #[derive(Debug, Args)]
 pub struct BenchUpdateArgs {
-    /// Model: `cvae`, `gaussian_mlp`, `deterministic_mlp`, `rssm_gaussian` or `rssm_categorical`.
+    /// Model: `cvae`, `gaussian_mlp`, `deterministic_mlp`, `ensemble` (5 members),
+    /// `rssm_gaussian` or `rssm_categorical`.
     #[arg(long, default_value = "cvae")]
     pub model: String,
     /// Transitions per update (one-step models) or sequences per update (RSSM; try 16).

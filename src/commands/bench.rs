@@ -106,7 +106,9 @@ fn cpu_threads() -> usize {
 }
 
 pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
-    use wm_models::{CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig, Normalizer};
+    use wm_models::{
+        CvaeConfig, DeterministicMlpConfig, EnsembleConfig, GaussianMlpConfig, Normalizer,
+    };
     use wm_replay::ReplayBuffer;
     use wm_rssm::{LatentConfig, RssmConfig};
     use wm_train::ModelConfig;
@@ -136,6 +138,10 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
             hidden,
             ..DeterministicMlpConfig::default()
         }),
+        "ensemble" => ModelConfig::Ensemble(EnsembleConfig {
+            hidden,
+            ..EnsembleConfig::default()
+        }),
         "rssm_gaussian" => ModelConfig::Rssm(rssm(LatentConfig::Gaussian {
             size: 30,
             min_std: 0.1,
@@ -146,7 +152,7 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
             unimix: 0.01,
         })),
         other => anyhow::bail!(
-            "unknown model `{other}`: expected cvae, gaussian_mlp, deterministic_mlp, rssm_gaussian or rssm_categorical"
+            "unknown model `{other}`: expected cvae, gaussian_mlp, deterministic_mlp, ensemble, rssm_gaussian or rssm_categorical"
         ),
     };
     let spec: wm_backend::DeviceSpec = args.device.parse()?;

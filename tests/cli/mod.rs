@@ -4,6 +4,7 @@ mod bench_acting;
 mod config_errors;
 mod config_walk;
 mod device;
+mod ensemble;
 mod env;
 mod faults;
 mod nonfinite;

@@ -57,6 +57,7 @@ fn tch_cpu_trains_every_model_and_the_checkpoint_evaluates_on_both_backends() {
         "pendulum_cvae.ron",
         "cartpole_gaussian_mlp.ron",
         "pendulum_gaussian_mlp.ron",
+        "pendulum_ensemble.ron",
         "cartpole_deterministic_mlp.ron",
         "pendulum_deterministic_mlp.ron",
         "cartpole_rssm.ron",

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use wm_agent::{ActorCritic, ActorCriticConfig};
-use wm_imagine::WorldModel;
+use wm_imagine::{OneStepState, WorldModel};
 use wm_models::{ActionSpec, CvaeConfig, ModelSpec, Normalizer, TransitionModelConfig};
 
 fn main() {
@@ -40,7 +40,8 @@ fn main() {
         &spec.action,
         &device.clone().autodiff(),
     );
-    let obs = Tensor::<2>::random([starts, 3], Distribution::Normal(0.0, 1.0), &device);
+    let obs: OneStepState =
+        Tensor::<2>::random([starts, 3], Distribution::Normal(0.0, 1.0), &device).into();
     if std::env::var("PROBE").is_ok() {
         let actor = agent.policy();
         let t = Instant::now();

@@ -39,7 +39,7 @@
 //! let config = ActorCriticConfig { hidden: vec![16], horizon: 5, ..Default::default() };
 //! let mut agent = ActorCritic::new(&config, model.feature_dim(), &spec.action, &device.clone().autodiff());
 //! let starts = Tensor::<2>::random([32, 3], Distribution::Normal(0.0, 1.0), &device);
-//! let metrics = agent.update(&model, &starts);
+//! let metrics = agent.update(&model, &starts.into()); // the one-step models' state
 //! assert!(metrics["critic_loss"].is_finite());
 //! ```
 

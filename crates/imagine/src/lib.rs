@@ -5,7 +5,8 @@
 //!
 //! | model | [`WorldModel::State`] | [`WorldModel::start`] from a [`Context`] |
 //! |-------|-----------------------|------------------------------------------|
-//! | [`AnyTransitionModel`](wm_models::AnyTransitionModel), [`Cvae`](wm_models::Cvae), [`GaussianMlp`](wm_models::GaussianMlp), [`DeterministicMlp`](wm_models::DeterministicMlp) | the observation `[B, O]` | the current observation (the history is ignored) |
+//! | [`Cvae`](wm_models::Cvae), [`GaussianMlp`](wm_models::GaussianMlp), [`DeterministicMlp`](wm_models::DeterministicMlp) | the observation `[B, O]` | the current observation (the history is ignored) |
+//! | [`AnyTransitionModel`](wm_models::AnyTransitionModel), [`ProbabilisticEnsemble`](wm_models::ProbabilisticEnsemble) | [`OneStepState`]: the observation `[B, O]` and, for a TS-∞ ensemble, each row's member `[B]` (drawn at the first sampled step) | the current observation, no member (the history is ignored) |
 //! | [`Rssm`](wm_rssm::Rssm) | [`RssmState`](wm_rssm::RssmState) `(h [B, D], z [B, S])` | the posterior after observing the history (or the current observation alone) |
 //!
 //! A model is stepped in batches: [`WorldModel::step`] takes a state of batch `B` and raw actions
@@ -98,6 +99,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use wm_models::ActionSpec;
 
 pub use env::{ModelEnv, ModelStep};
+pub use one_step::OneStepState;
 pub use window::HistoryWindow;
 
 /// The real data imagination starts from: the current observations and, optionally, the short
@@ -559,11 +561,19 @@ pub fn repeat_rows<const D: usize>(x: Tensor<D>, times: usize) -> Tensor<D> {
         return x;
     }
     let b = x.dims()[0];
+    let index = repeat_index(b, times, &x.device());
+    x.select(0, index)
+}
+
+/// The row index of [`repeat_rows`]: `[0 (times), 1 (times), .., B - 1 (times)]`.
+///
+/// # Shapes
+/// - returns `[B * times]`
+pub(crate) fn repeat_index(b: usize, times: usize, device: &Device) -> Tensor<1, Int> {
     let index: Vec<i64> = (0..b as i64)
         .flat_map(|i| std::iter::repeat_n(i, times))
         .collect();
-    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b * times]), &x.device());
-    x.select(0, index)
+    Tensor::<1, Int>::from_data(TensorData::new(index, [b * times]), device)
 }
 
 /// Checks raw actions against the batch and the action space.

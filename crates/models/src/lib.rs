@@ -1,15 +1,16 @@
 #![warn(missing_docs)]
 //! One-step world models `p(s', r, done | s, a)` trained by (variational) maximum likelihood.
 //!
-//! Three models share one interface, [`TransitionModel`]:
+//! Four models share one interface, [`TransitionModel`]:
 //!
 //! | config | model | `p(s' | s, a)` | role |
 //! |--------|-------|----------------|------|
 //! | [`CvaeConfig`] | [`Cvae`] | conditional VAE: `∫ p(s' | s, a, z) p(z | s, a) dz` | multimodal dynamics |
 //! | [`GaussianMlpConfig`] | [`GaussianMlp`] | one diagonal Gaussian | distribution baseline |
 //! | [`DeterministicMlpConfig`] | [`DeterministicMlp`] | point prediction (MSE) | expectation baseline |
+//! | [`EnsembleConfig`] | [`ProbabilisticEnsemble`] | `(1/M) sum_m N(mu_m, sigma_m^2)`, `M` bootstrapped Gaussian MLPs | PETS: aleatoric and epistemic uncertainty |
 //!
-//! All three predict the next observation, the reward and the termination probability, so a
+//! All four predict the next observation, the reward and the termination probability, so a
 //! planner needs nothing else.
 //!
 //! # Conventions shared by every model
@@ -29,7 +30,9 @@
 //! - [`TransitionModel::log_likelihood`] is `ln p(s' | s, a)` of the next observation only, in
 //!   raw units (the normalisation Jacobian `sum ln delta_std` is subtracted).
 //! - Networks are [`mlp::Mlp`]s with SiLU activations; log standard deviations are bounded by
-//!   [`dist::soft_bound_log_std`].
+//!   [`dist::soft_bound_log_std`]. The ensemble batches its members' MLPs
+//!   ([`ensemble::EnsembleMlp`]) and clamps its log-stds between learned bounds
+//!   ([`ensemble::pets_soft_clamp`]).
 //!
 //! # Training
 //! ```no_run
@@ -56,6 +59,7 @@
 pub mod cvae;
 pub mod deterministic;
 pub mod dist;
+pub mod ensemble;
 pub mod gaussian;
 pub mod grad;
 mod heads;
@@ -71,6 +75,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cvae::{Cvae, CvaeConfig, PriorKind};
 pub use deterministic::{DeterministicMlp, DeterministicMlpConfig};
+pub use ensemble::{EnsembleConfig, ProbabilisticEnsemble, Propagation};
 pub use gaussian::{GaussianMlp, GaussianMlpConfig};
 pub use heads::read_metrics;
 pub use normalizer::Normalizer;
@@ -312,7 +317,7 @@ pub trait TransitionModel: Module + Clone + Send + Sync + core::fmt::Debug {
     fn normalizer(&self) -> &Normalizer;
 }
 
-/// Any of the three models, chosen at run time; a burn [`Module`] that dispatches
+/// Any of the four models, chosen at run time; a burn [`Module`] that dispatches
 /// [`TransitionModel`] to the variant.
 #[derive(Module, Debug)]
 pub enum AnyTransitionModel {
@@ -322,6 +327,8 @@ pub enum AnyTransitionModel {
     Gaussian(GaussianMlp),
     /// Deterministic MLP.
     Deterministic(DeterministicMlp),
+    /// Probabilistic ensemble (PETS).
+    Ensemble(ProbabilisticEnsemble),
 }
 
 macro_rules! dispatch {
@@ -330,6 +337,7 @@ macro_rules! dispatch {
             AnyTransitionModel::Cvae($m) => $e,
             AnyTransitionModel::Gaussian($m) => $e,
             AnyTransitionModel::Deterministic($m) => $e,
+            AnyTransitionModel::Ensemble($m) => $e,
         }
     };
 }
@@ -353,12 +361,14 @@ impl TransitionModel for AnyTransitionModel {
 }
 
 impl AnyTransitionModel {
-    /// `"cvae"`, `"gaussian_mlp"` or `"deterministic_mlp"` (as [`TransitionModelConfig::kind`]).
+    /// `"cvae"`, `"gaussian_mlp"`, `"deterministic_mlp"` or `"ensemble"` (as
+    /// [`TransitionModelConfig::kind`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Cvae(_) => "cvae",
             Self::Gaussian(_) => "gaussian_mlp",
             Self::Deterministic(_) => "deterministic_mlp",
+            Self::Ensemble(_) => "ensemble",
         }
     }
 
@@ -402,7 +412,8 @@ impl AnyTransitionModel {
 }
 
 /// Which model to build, with its hyper-parameters; deserialisable from RON, every field of
-/// every variant has a default (`Cvae(())`, `Gaussian((hidden: [64, 64]))`, ...).
+/// every variant has a default (`Cvae(())`, `Gaussian((hidden: [64, 64]))`,
+/// `Ensemble((members: 5))`, ...).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TransitionModelConfig {
     /// Conditional VAE.
@@ -411,6 +422,8 @@ pub enum TransitionModelConfig {
     Gaussian(GaussianMlpConfig),
     /// Deterministic MLP.
     Deterministic(DeterministicMlpConfig),
+    /// Probabilistic ensemble (PETS).
+    Ensemble(EnsembleConfig),
 }
 
 impl TransitionModelConfig {
@@ -430,6 +443,7 @@ impl TransitionModelConfig {
             Self::Deterministic(c) => {
                 AnyTransitionModel::Deterministic(c.init(spec, normalizer, device))
             }
+            Self::Ensemble(c) => AnyTransitionModel::Ensemble(c.init(spec, normalizer, device)),
         }
     }
 
@@ -439,15 +453,17 @@ impl TransitionModelConfig {
             Self::Cvae(c) => c.validate(),
             Self::Gaussian(c) => c.validate(),
             Self::Deterministic(c) => c.validate(),
+            Self::Ensemble(c) => c.validate(),
         }
     }
 
-    /// `"cvae"`, `"gaussian_mlp"` or `"deterministic_mlp"`.
+    /// `"cvae"`, `"gaussian_mlp"`, `"deterministic_mlp"` or `"ensemble"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Cvae(_) => "cvae",
             Self::Gaussian(_) => "gaussian_mlp",
             Self::Deterministic(_) => "deterministic_mlp",
+            Self::Ensemble(_) => "ensemble",
         }
     }
 }
@@ -483,6 +499,17 @@ mod tests {
         assert_eq!(g.kind(), "gaussian_mlp");
         let d: TransitionModelConfig = ron::from_str("Deterministic((hidden: [8]))").unwrap();
         assert_eq!(d.kind(), "deterministic_mlp");
+        let e: TransitionModelConfig =
+            ron::from_str("Ensemble((members: 7, propagation: Ts1))").unwrap();
+        let TransitionModelConfig::Ensemble(ensemble) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (ensemble.members, ensemble.propagation),
+            (7, Propagation::Ts1)
+        );
+        assert_eq!(ensemble.hidden, EnsembleConfig::default().hidden);
+        assert_eq!(e.kind(), "ensemble");
         let p: CvaeConfig = ron::from_str("(prior: Standard)").unwrap();
         assert_eq!(p.prior, PriorKind::Standard);
         // Round trip through RON.
@@ -535,6 +562,11 @@ mod tests {
                 ..Default::default()
             }),
             TransitionModelConfig::Deterministic(DeterministicMlpConfig {
+                hidden: vec![16],
+                ..Default::default()
+            }),
+            TransitionModelConfig::Ensemble(EnsembleConfig {
+                members: 3,
                 hidden: vec![16],
                 ..Default::default()
             }),
@@ -630,6 +662,11 @@ mod tests {
                 ..Default::default()
             }),
             TransitionModelConfig::Deterministic(DeterministicMlpConfig {
+                hidden: vec![8],
+                ..Default::default()
+            }),
+            TransitionModelConfig::Ensemble(EnsembleConfig {
+                members: 2,
                 hidden: vec![8],
                 ..Default::default()
             }),

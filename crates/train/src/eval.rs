@@ -13,7 +13,7 @@
 //!   episode.
 //! - **NLL** in nats per observation dimension, in raw observation units, on the first
 //!   `max_nll_transitions` held-out transitions in episode order (see [`NllEstimator`]): exact
-//!   for the Gaussian MLP and for the deterministic MLP under its fitted residual Gaussian (none
+//!   for the Gaussian MLP, the ensemble (its mixture over members) and for the deterministic MLP under its fitted residual Gaussian (none
 //!   before that fit, said in the report), the IWAE bound for the cVAE, and for the RSSM the
 //!   filtering predictive `-ln p(o_t | o_{<t}, a)` of the same transitions beside a sequence
 //!   IWAE bound. The model-specific parts live in [`crate::eval_model`]; this module holds no
@@ -65,7 +65,8 @@ pub struct EvalOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NllEstimator {
-    /// Exact `-ln p(s' | s, a)` (Gaussian MLP; deterministic MLP with its residual std).
+    /// Exact `-ln p(s' | s, a)` (Gaussian MLP; the ensemble's mixture density; deterministic MLP
+    /// with its residual std).
     Exact,
     /// The cVAE's importance-weighted bound on `-ln p(s' | s, a)` with `k` samples (an upper
     /// bound on the NLL in expectation that tightens as `k` grows).

@@ -4,7 +4,7 @@
 //! reaches the concrete model of an [`AnyModel`] through [`AnyModel::visit_eval`].
 
 use burn::tensor::{Int, Tensor, TensorData};
-use wm_imagine::WorldModel;
+use wm_imagine::{OneStepState, WorldModel};
 use wm_models::{AnyTransitionModel, TransitionModel};
 use wm_replay::ReplayBuffer;
 use wm_rssm::{Rssm, RssmState};
@@ -69,12 +69,13 @@ fn index(rows: &[usize], device: &wm_backend::Device) -> Tensor<1, Int> {
 }
 
 /// The one-step models score each transition with `ln p(s' | s, a)`: exact for the Gaussian
-/// MLP and for the deterministic MLP under its fitted residual Gaussian (not available before
+/// MLP, exact for the ensemble (the mixture density, the log-mean-exp of the member densities),
+/// and for the deterministic MLP under its fitted residual Gaussian (not available before
 /// that fit, which runs on the training data after training), the IWAE bound with `k` samples
 /// for the cVAE.
 impl EvalModel for AnyTransitionModel {
-    fn select_rows(&self, state: &Tensor<2>, rows: &[usize]) -> Tensor<2> {
-        state.clone().select(0, index(rows, &state.device()))
+    fn select_rows(&self, state: &OneStepState, rows: &[usize]) -> OneStepState {
+        state.select(index(rows, &state.obs.device()))
     }
 
     fn held_out_nll(
@@ -86,7 +87,7 @@ impl EvalModel for AnyTransitionModel {
     ) -> HeldOutNll {
         let (estimator, ks): (NllEstimator, Vec<usize>) = match self {
             Self::Cvae(_) => (NllEstimator::Iwae, ks.to_vec()),
-            Self::Gaussian(_) => (NllEstimator::Exact, vec![1]),
+            Self::Gaussian(_) | Self::Ensemble(_) => (NllEstimator::Exact, vec![1]),
             Self::Deterministic(_) if self.residual_std().is_some() => {
                 (NllEstimator::Exact, vec![1])
             }

@@ -15,13 +15,14 @@ use serde::{Deserialize, Serialize};
 use wm_agent::ActorCritic;
 use wm_imagine::{Context, WorldModel};
 use wm_models::{
-    ActionSpec, AnyTransitionModel, CvaeConfig, DeterministicMlpConfig, GaussianMlpConfig,
-    LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionModelConfig, TransitionTensors,
+    ActionSpec, AnyTransitionModel, CvaeConfig, DeterministicMlpConfig, EnsembleConfig,
+    GaussianMlpConfig, LossOutput, ModelSpec, Normalizer, TransitionModel, TransitionModelConfig,
+    TransitionTensors,
 };
 use wm_rssm::{LatentConfig, Rssm, RssmConfig, SequenceTensors};
 
 /// A model config as written in `configs/*.ron`: `model: Cvae((..))`, `Gaussian((..))`,
-/// `Deterministic((..))` or `Rssm((..))`.
+/// `Deterministic((..))`, `Ensemble((..))` or `Rssm((..))`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ModelConfig {
     /// Conditional VAE of one transition.
@@ -30,13 +31,15 @@ pub enum ModelConfig {
     Gaussian(GaussianMlpConfig),
     /// Deterministic MLP (expectation baseline).
     Deterministic(DeterministicMlpConfig),
+    /// Probabilistic ensemble of Gaussian MLPs (PETS).
+    Ensemble(EnsembleConfig),
     /// Recurrent state-space model, trained on sequences.
     Rssm(RssmConfig),
 }
 
 impl ModelConfig {
     /// The name used in run folders and reports: `cvae`, `gaussian_mlp`, `deterministic_mlp`,
-    /// `rssm_gaussian` or `rssm_categorical`.
+    /// `ensemble`, `rssm_gaussian` or `rssm_categorical`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Rssm(config) => rssm_kind(&config.latent),
@@ -53,6 +56,7 @@ impl ModelConfig {
             Self::Cvae(c) => Some(TransitionModelConfig::Cvae(c.clone())),
             Self::Gaussian(c) => Some(TransitionModelConfig::Gaussian(c.clone())),
             Self::Deterministic(c) => Some(TransitionModelConfig::Deterministic(c.clone())),
+            Self::Ensemble(c) => Some(TransitionModelConfig::Ensemble(c.clone())),
             Self::Rssm(_) => None,
         }
     }
@@ -108,7 +112,7 @@ fn rssm_kind(latent: &LatentConfig) -> &'static str {
     reason = "a handful of values per process (one per model or worker), never stored in bulk"
 )]
 pub enum AnyModel {
-    /// cVAE or one of the MLP baselines.
+    /// cVAE, one of the MLP baselines, or the ensemble.
     Transition(AnyTransitionModel),
     /// The recurrent state-space model.
     Rssm(Rssm),
@@ -282,7 +286,9 @@ impl TrainableModel for AnyTransitionModel {
 
     fn update_agent(&self, agent: &mut ActorCritic, batch: &Batch) -> BTreeMap<String, f64> {
         match batch {
-            Batch::Transitions(batch) => agent.update(self, &batch.obs),
+            Batch::Transitions(batch) => {
+                agent.update(self, &self.start(&Context::new(batch.obs.clone()), true))
+            }
             other => wrong_batch(self.kind(), BatchKind::Transitions, other),
         }
     }

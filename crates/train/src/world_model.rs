@@ -3,22 +3,23 @@
 //! matches on the model kind: the match lives here, once per method.
 
 use burn::tensor::{Device, Tensor};
-use wm_imagine::{Context, StepPrediction, WorldModel};
+use wm_imagine::{Context, OneStepState, StepPrediction, WorldModel};
 use wm_models::ActionSpec;
 use wm_rssm::RssmState;
 
 use crate::model::AnyModel;
 
-/// The state of an [`AnyModel`]: the observation `[B, O]` of a one-step model, or the RSSM's
-/// `(h, z)`.
+/// The state of an [`AnyModel`]: a one-step model's observation `[B, O]` (with the ensemble's
+/// member assignment, [`OneStepState`]), or the RSSM's `(h, z)`.
 #[derive(Clone, Debug)]
 #[allow(
     clippy::large_enum_variant,
     reason = "a handful of values per process (one per model or worker), never stored in bulk"
 )]
 pub enum AnyState {
-    /// A one-step model's state: the observation, `[B, O]`.
-    Obs(Tensor<2>),
+    /// A one-step model's state: the observation `[B, O]` and, for a TS-∞ ensemble, the
+    /// member of each row.
+    Obs(OneStepState),
     /// The RSSM's state.
     Rssm(RssmState),
 }
