@@ -119,7 +119,8 @@ fn train_small_model(device: &Device) -> Result<AnyTransitionModel> {
         let batch = buffer.sample_transitions(&mut rng, 256)?;
         let batch =
             wm_train::Batch::Transitions(to_tensors(&batch, 0..batch.batch_size, &training));
-        let (next, outcome) = wm_train::update_step(model, &mut optimizer, &batch, 3e-3, 100.0);
+        let (next, outcome) =
+            wm_train::update_step(model, &mut optimizer, &batch, 3e-3, 100.0, false);
         model = next;
         if update % 200 == 0 {
             println!("  update {update}: loss {:.3}", outcome.total);

@@ -277,18 +277,16 @@ impl PolicyEvalSchedule {
     /// the next evaluation is at the next multiple of N above them.
     fn new(every_env_steps: usize, env_steps: u64) -> Self {
         let every_env_steps = every_env_steps as u64;
-        let next_at = if every_env_steps == 0 {
-            0
-        } else {
-            (env_steps / every_env_steps + 1) * every_env_steps
-        };
+        let next_at = env_steps
+            .checked_div(every_env_steps)
+            .map_or(0, |done| (done + 1) * every_env_steps);
         Self {
             every_env_steps,
             next_at,
         }
     }
 
-    /// Whether the policy evaluation runs after `update`, given whether the held-out model
+    /// Whether the policy evaluation runs after this update, given whether the held-out model
     /// evaluation runs and the environment steps inserted so far; advances the schedule.
     fn due(&mut self, model_eval: bool, env_steps: u64) -> bool {
         if self.every_env_steps == 0 {
