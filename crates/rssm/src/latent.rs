@@ -263,9 +263,7 @@ impl LatentConfig {
                         format!("must be in [0, 1), got {unimix}"),
                     ));
                 }
-                estimator
-                    .validate()
-                    .map_err(|e| e.within("estimator"))?;
+                estimator.validate().map_err(|e| e.within("estimator"))?;
             }
         }
         Ok(())
@@ -747,7 +745,10 @@ mod tests {
         let z = cfg.sample(&cfg.dist(logits.val()), Some(noise));
         let value = vec(z.clone().detach());
         let grads = (z * weights).sum().backward();
-        (value, vec(logits.val().grad(&grads).expect("logit gradient")))
+        (
+            value,
+            vec(logits.val().grad(&grads).expect("logit gradient")),
+        )
     }
 
     fn assert_close(actual: &[f32], expected: &[f32], tol: f32) {

@@ -65,6 +65,7 @@
 //! ```
 
 mod config;
+pub mod estimators;
 pub mod latent;
 pub mod likelihood;
 mod model;
