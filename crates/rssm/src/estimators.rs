@@ -338,7 +338,7 @@ pub struct EstimateStats {
     pub trace_variance: f64,
     /// `||mean - exact||`: the bias plus Monte Carlo error of order `sqrt(trace_variance / n)`.
     pub bias_norm: f64,
-    /// `||exact||`-free signal-to-noise ratio of one estimate: `||mean|| / sqrt(trace_variance)`.
+    /// The signal-to-noise ratio of one estimate, `||mean|| / sqrt(trace_variance)`.
     pub snr: f64,
     /// Cosine between the mean estimate and the exact gradient.
     pub cosine: f64,
@@ -351,7 +351,7 @@ impl EstimateStats {
     pub fn new(estimates: &[f64], exact: &[f64]) -> Self {
         let k = exact.len();
         assert!(
-            k > 0 && estimates.len() % k == 0 && estimates.len() >= 2 * k,
+            k > 0 && estimates.len().is_multiple_of(k) && estimates.len() >= 2 * k,
             "{} estimates of {k} classes: need at least two whole rows",
             estimates.len()
         );
