@@ -122,6 +122,11 @@ pub enum BenchCommand {
     /// steps, and writes a Markdown table, solve.json and a PNG of the curves with their spread
     /// (solve.md, solve.json, solve.png under --out).
     Solve(BenchSolveArgs),
+    /// Gradient estimators of a categorical latent (REINFORCE with and without baselines,
+    /// straight-through, Gumbel-softmax, straight-through Gumbel) on a 4-class toy problem,
+    /// against the exact gradient by enumeration: bias, variance, signal-to-noise ratio and
+    /// time per gradient (see BENCHMARKS.md).
+    Estimators(crate::commands::bench_estimators::BenchEstimatorsArgs),
 }
 
 /// Arguments of `wm bench solve`.

@@ -150,6 +150,7 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
             groups: 32,
             classes: 32,
             unimix: 0.01,
+            estimator: Default::default(),
         })),
         other => anyhow::bail!(
             "unknown model `{other}`: expected cvae, gaussian_mlp, deterministic_mlp, ensemble, rssm_gaussian or rssm_categorical"

@@ -2,6 +2,7 @@
 
 mod bench;
 pub(crate) mod bench_acting;
+pub(crate) mod bench_estimators;
 mod device;
 mod env;
 mod replay;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args),
         Command::Bench(BenchCommand::Acting(args)) => bench_acting::acting(&args),
         Command::Bench(BenchCommand::Solve(args)) => solve::solve(&args),
+        Command::Bench(BenchCommand::Estimators(args)) => bench_estimators::estimators_bench(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Plot(args) => train::plot(&args),

@@ -1,6 +1,7 @@
 //! `wm` as a user runs it: output formats, errors and exit codes.
 
 mod bench_acting;
+mod bench_estimators;
 mod config_errors;
 mod config_walk;
 mod device;

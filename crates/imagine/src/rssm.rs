@@ -205,6 +205,7 @@ mod tests {
                 groups: 2,
                 classes: 3,
                 unimix: 0.01,
+                estimator: Default::default(),
             },
         ]
     }

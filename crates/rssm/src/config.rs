@@ -204,7 +204,8 @@ mod tests {
             LatentConfig::Categorical {
                 groups: 4,
                 classes: 32,
-                unimix: 0.01
+                unimix: 0.01,
+                estimator: Default::default()
             }
         );
         assert_eq!((c.dyn_weight, c.rep_weight, c.free_nats), (0.5, 0.1, 1.0));

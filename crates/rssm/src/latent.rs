@@ -1,8 +1,10 @@
 //! The stochastic latent `z` of the RSSM: diagonal Gaussian or a vector of categoricals.
 //!
 //! Both kinds are built from the output of a linear "stats" layer and give a sample (with
-//! gradients: reparameterised for the Gaussian, straight-through for the categoricals), a mode
-//! and the analytic KL divergence. Rows are independent: shapes are `[N, width]`.
+//! gradients: reparameterised for the Gaussian; for the categoricals, the estimator that
+//! [`CategoricalEstimator`] names: straight-through, Gumbel-softmax or straight-through
+//! Gumbel), a mode and the analytic KL divergence. Rows are independent: shapes are
+//! `[N, width]`.
 
 use burn::tensor::activation::{log_sigmoid, softmax};
 use burn::tensor::{Device, Distribution, Int, Tensor};
@@ -22,8 +24,8 @@ pub enum LatentConfig {
         min_std: f64,
     },
     /// `groups` independent categoricals of `classes` classes each, flattened to one-hot
-    /// vectors of width `S = groups * classes` (DreamerV2/V3). Samples are straight-through:
-    /// `one_hot + probs - sg(probs)`.
+    /// vectors of width `S = groups * classes` (DreamerV2/V3). The gradient of a sample is
+    /// `estimator`'s, by default straight-through: `one_hot + probs - sg(probs)`.
     Categorical {
         /// Number of categoricals `G`. Default 32.
         #[serde(default = "default_groups")]
@@ -35,7 +37,124 @@ pub enum LatentConfig {
         /// Default 0.01.
         #[serde(default = "default_unimix")]
         unimix: f64,
+        /// How a sample carries gradients to the logits. Default straight-through.
+        #[serde(default)]
+        estimator: CategoricalEstimator,
     },
+}
+
+/// The gradient estimator of a categorical latent's sample (what [`LatentConfig::sample`]
+/// returns and how gradients flow through it). `logits` below are `ln probs` after the
+/// uniform mix, `g` is standard Gumbel noise ([`LatentConfig::noise`]) and `sg` stops the
+/// gradient; the one-hot is that of `argmax(logits + g)` (Gumbel-max: an exact sample of
+/// `probs`).
+///
+/// In RON: `StraightThrough`, `GumbelSoftmax(temperature: 0.5)`,
+/// `StraightThroughGumbel(temperature: 1.0)`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum CategoricalEstimator {
+    /// `one_hot + probs - sg(probs)` (DreamerV2/V3): one-hot forward, the gradient of the
+    /// probabilities backward. Biased, low variance.
+    #[default]
+    StraightThrough,
+    /// The relaxed sample `softmax((logits + g) / temperature)` per group (Jang et al. 2017,
+    /// Maddison et al. 2017), forward and backward: not one-hot, a biased gradient of the
+    /// relaxed objective that nears the categorical as the temperature falls, with a variance
+    /// that grows as it does.
+    GumbelSoftmax {
+        /// The temperature `tau`, finite and `> 0`. Default 1.
+        #[serde(default = "default_temperature")]
+        temperature: f64,
+    },
+    /// `one_hot + y - sg(y)` with `y` the Gumbel-softmax relaxed sample: the one-hot forward
+    /// (the same sample as straight-through), the relaxed sample's gradient backward.
+    StraightThroughGumbel {
+        /// The temperature `tau`, finite and `> 0`. Default 1.
+        #[serde(default = "default_temperature")]
+        temperature: f64,
+    },
+}
+
+fn default_temperature() -> f64 {
+    1.0
+}
+
+impl CategoricalEstimator {
+    /// The first field out of range (path relative to the estimator): `temperature` finite,
+    /// `> 0` and at most `1e6`.
+    pub fn validate(&self) -> Result<(), wm_models::InvalidField> {
+        match self {
+            Self::StraightThrough => Ok(()),
+            Self::GumbelSoftmax { temperature } | Self::StraightThroughGumbel { temperature } => {
+                if !(temperature.is_finite() && *temperature > 0.0 && *temperature <= 1e6) {
+                    return Err(wm_models::InvalidField::new(
+                        "temperature",
+                        format!("must be a finite number in (0, 1e6], got {temperature}"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A sample of `groups` categoricals with gradients by this estimator, or, without noise,
+    /// the mode (one-hot of the most likely class of each group) with the straight-through
+    /// gradient, whatever the estimator: acting and evaluation use the mode, and a relaxed
+    /// mode has no meaning.
+    ///
+    /// # Shapes
+    /// - `probs`: `[N, G K]` (tracked), `noise`: standard Gumbel `[N, G K]`; returns `[N, G K]`
+    pub fn sample(
+        &self,
+        probs: Tensor<2>,
+        noise: Option<Tensor<2>>,
+        groups: usize,
+        classes: usize,
+    ) -> Tensor<2> {
+        let Some(gumbel) = noise else {
+            let one_hot = one_hot_argmax(probs.clone().detach(), groups, classes);
+            return straight_through(one_hot, probs);
+        };
+        match self {
+            Self::StraightThrough => {
+                let score = probs.clone().detach().log() + gumbel;
+                straight_through(one_hot_argmax(score, groups, classes), probs)
+            }
+            Self::GumbelSoftmax { temperature } => {
+                relaxed_sample(probs, gumbel, *temperature, groups, classes)
+            }
+            Self::StraightThroughGumbel { temperature } => {
+                let relaxed = relaxed_sample(probs, gumbel, *temperature, groups, classes);
+                let one_hot = one_hot_argmax(relaxed.clone().detach(), groups, classes);
+                straight_through(one_hot, relaxed)
+            }
+        }
+    }
+}
+
+/// The Gumbel-softmax relaxed sample `softmax((ln probs + g) / temperature)` of each group,
+/// tracked through `probs`; its argmax is the Gumbel-max sample `argmax(ln probs + g)`.
+///
+/// # Shapes
+/// - `probs`, `gumbel`: `[N, G K]`; returns `[N, G K]`
+pub fn relaxed_sample(
+    probs: Tensor<2>,
+    gumbel: Tensor<2>,
+    temperature: f64,
+    groups: usize,
+    classes: usize,
+) -> Tensor<2> {
+    let [n, w] = probs.dims();
+    assert_eq!(
+        (w, gumbel.dims()),
+        (groups * classes, [n, w]),
+        "probs shape {:?}, noise shape {:?}, expected [N, {groups} x {classes}] each",
+        probs.dims(),
+        gumbel.dims()
+    );
+    let score = (probs.log() + gumbel.detach()).div_scalar(temperature); // [N, G K]
+    softmax(score.reshape([n, groups, classes]), 2).reshape([n, w])
 }
 
 fn default_size() -> usize {
@@ -70,6 +189,7 @@ impl LatentConfig {
             groups: default_groups(),
             classes: default_classes(),
             unimix: default_unimix(),
+            estimator: CategoricalEstimator::default(),
         }
     }
 
@@ -103,7 +223,8 @@ impl LatentConfig {
 
     /// The first field out of range (path relative to the latent): a Gaussian's `size` in
     /// `1..=MAX_WIDTH` and `min_std` finite in `[0, 1e3]`; a categorical's `groups * classes`
-    /// at most `MAX_WIDTH`, `classes >= 2` and `unimix` in `[0, 1)`.
+    /// at most `MAX_WIDTH`, `classes >= 2`, `unimix` in `[0, 1)` and the estimator's
+    /// temperature finite in `(0, 1e6]`.
     pub fn validate(&self) -> Result<(), wm_models::InvalidField> {
         use wm_models::{InvalidField, validate};
         match self {
@@ -115,6 +236,7 @@ impl LatentConfig {
                 groups,
                 classes,
                 unimix,
+                estimator,
             } => {
                 validate::count("groups", *groups, validate::MAX_WIDTH)?;
                 if *classes < 2 || *classes > validate::MAX_WIDTH {
@@ -141,6 +263,7 @@ impl LatentConfig {
                         format!("must be in [0, 1), got {unimix}"),
                     ));
                 }
+                estimator.validate().map_err(|e| e.within("estimator"))?;
             }
         }
         Ok(())
@@ -169,6 +292,7 @@ impl LatentConfig {
                 groups,
                 classes,
                 unimix,
+                ..
             } => {
                 let probs = softmax(stats.reshape([n, *groups, *classes]), 2);
                 let probs = if *unimix > 0.0 {
@@ -200,9 +324,10 @@ impl LatentConfig {
 
     /// A sample (with `noise` from [`LatentConfig::noise`]) or, without noise, the mode
     /// (Gaussian mean; one-hot of the most likely class of each group). Gradients: the
-    /// Gaussian sample is reparameterised, `mean + std * eps`; the categorical one is
-    /// straight-through, `one_hot + probs - sg(probs)`, whose forward value is the one-hot
-    /// and whose gradient is that of `probs`.
+    /// Gaussian sample is reparameterised, `mean + std * eps`; the categorical one follows
+    /// its [`CategoricalEstimator`] (by default straight-through, `one_hot + probs -
+    /// sg(probs)`, whose forward value is the one-hot and whose gradient is that of `probs`;
+    /// the mode is always straight-through).
     ///
     /// # Shapes
     /// - `dist`: `[N, S]` tensors, `noise`: `[N, S]`; returns `[N, S]`
@@ -214,18 +339,13 @@ impl LatentConfig {
             },
             (
                 Self::Categorical {
-                    groups, classes, ..
+                    groups,
+                    classes,
+                    estimator,
+                    ..
                 },
                 LatentDist::Categorical { probs },
-            ) => {
-                let sg = probs.clone().detach();
-                let score = match noise {
-                    Some(g) => sg.clone().log() + g,
-                    None => sg.clone(),
-                };
-                let one_hot = one_hot_argmax(score, *groups, *classes);
-                straight_through(one_hot, probs.clone())
-            }
+            ) => estimator.sample(probs.clone(), noise, *groups, *classes),
             _ => panic!("latent config {self:?} does not match the distribution kind"),
         }
     }
@@ -443,6 +563,7 @@ mod tests {
             groups: 2,
             classes: 3,
             unimix: 0.01,
+            estimator: Default::default(),
         };
         let logits_data = TensorData::new(vec![0.3f32, -1.0, 2.0, 0.5, 0.4, -0.2], [1, 6]);
         let weights = Tensor::<2>::from_floats([[1.0, -2.0, 0.5, 3.0, 0.7, -1.5]], &device);
@@ -531,6 +652,7 @@ mod tests {
             groups: 1,
             classes: 4,
             unimix: 0.2,
+            estimator: Default::default(),
         };
         let LatentDist::Categorical { probs } =
             cat.dist(Tensor::<2>::from_floats([[100.0, 0.0, 0.0, 0.0]], &device))
@@ -556,6 +678,7 @@ mod tests {
             groups: 2,
             classes: 4,
             unimix: 0.0,
+            estimator: Default::default(),
         };
         let probs =
             Tensor::<2>::from_floats([[0.25, 0.25, 0.25, 0.25, 0.7, 0.1, 0.1, 0.1]], &device);
@@ -592,5 +715,139 @@ mod tests {
             vec(one_hot_argmax(score, 2, 3)),
             vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
         );
+    }
+
+    /// One group of three classes, no uniform mix, logits `l = [0.3, -1, 2]`, Gumbel noise
+    /// `g = [0.5, 1.2, -0.3]`, temperature 0.5, loss `sum(w * z)` with `w = [1, -2, 0.5]`.
+    /// The relaxed sample is `y = softmax((l + g) / 0.5)` (`ln probs` differs from `l` by a
+    /// constant, which the softmax ignores) and its gradient `y (w - w.y) / 0.5`:
+    /// ```python
+    /// import math
+    /// l=[0.3,-1.0,2.0]; g=[0.5,1.2,-0.3]; t=0.5; w=[1.0,-2.0,0.5]
+    /// s=[(a+b)/t for a,b in zip(l,g)]; e=[math.exp(x-max(s)) for x in s]; y=[x/sum(e) for x in e]
+    /// wy=sum(a*b for a,b in zip(w,y)); print(y, [yi*(wi-wy)/t for yi,wi in zip(y,w)])
+    /// ```
+    /// `y = [0.136039, 0.040974, 0.822987]`, gradient `[0.145403, -0.202050, 0.056648]`.
+    fn gumbel_case(estimator: CategoricalEstimator) -> (Vec<f32>, Vec<f32>) {
+        let device = wm_backend::test_device().autodiff();
+        let cfg = LatentConfig::Categorical {
+            groups: 1,
+            classes: 3,
+            unimix: 0.0,
+            estimator,
+        };
+        let logits = Param::<Tensor<2>>::from_data(
+            TensorData::new(vec![0.3f32, -1.0, 2.0], [1, 3]),
+            &device,
+        );
+        let noise = Tensor::<2>::from_floats([[0.5, 1.2, -0.3]], &device);
+        let weights = Tensor::<2>::from_floats([[1.0, -2.0, 0.5]], &device);
+        let z = cfg.sample(&cfg.dist(logits.val()), Some(noise));
+        let value = vec(z.clone().detach());
+        let grads = (z * weights).sum().backward();
+        (
+            value,
+            vec(logits.val().grad(&grads).expect("logit gradient")),
+        )
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32], tol: f32) {
+        assert_eq!(actual.len(), expected.len(), "{actual:?} vs {expected:?}");
+        for (a, e) in actual.iter().zip(expected) {
+            assert!((a - e).abs() < tol, "{actual:?} vs {expected:?}");
+        }
+    }
+
+    #[test]
+    fn gumbel_softmax_sample_is_the_relaxed_softmax_with_its_own_gradient() {
+        let (value, grad) = gumbel_case(CategoricalEstimator::GumbelSoftmax { temperature: 0.5 });
+        assert_close(&value, &[0.136_039, 0.040_974, 0.822_987], 1e-5);
+        assert_close(&grad, &[0.145_403, -0.202_050, 0.056_648], 1e-5);
+    }
+
+    #[test]
+    fn straight_through_gumbel_is_one_hot_forward_with_the_relaxed_gradient() {
+        let (value, grad) =
+            gumbel_case(CategoricalEstimator::StraightThroughGumbel { temperature: 0.5 });
+        // argmax(l + g) = argmax([0.8, 0.2, 1.7]) = class 2, the straight-through sample too.
+        assert_eq!(value, vec![0.0, 0.0, 1.0]);
+        let (st_value, _) = gumbel_case(CategoricalEstimator::StraightThrough);
+        assert_eq!(value, st_value);
+        assert_close(&grad, &[0.145_403, -0.202_050, 0.056_648], 1e-5);
+    }
+
+    #[test]
+    fn every_estimator_returns_the_one_hot_mode_without_noise() {
+        let device = wm_backend::test_device();
+        for estimator in [
+            CategoricalEstimator::StraightThrough,
+            CategoricalEstimator::GumbelSoftmax { temperature: 0.3 },
+            CategoricalEstimator::StraightThroughGumbel { temperature: 2.0 },
+        ] {
+            let cfg = LatentConfig::Categorical {
+                groups: 2,
+                classes: 3,
+                unimix: 0.01,
+                estimator,
+            };
+            let stats = Tensor::<2>::from_floats([[0.1, 0.7, 0.2, 0.6, 0.3, 0.1]], &device);
+            let z = cfg.sample(&cfg.dist(stats), None);
+            assert_eq!(vec(z), vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0], "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn estimator_parses_from_ron_and_defaults_to_straight_through() {
+        let old: LatentConfig = ron::from_str("Categorical(groups: 2, classes: 3)").unwrap();
+        let LatentConfig::Categorical { estimator, .. } = old else {
+            unreachable!()
+        };
+        assert_eq!(estimator, CategoricalEstimator::StraightThrough);
+        let gumbel: LatentConfig = ron::from_str(
+            "Categorical(groups: 2, classes: 3, estimator: GumbelSoftmax(temperature: 0.5))",
+        )
+        .unwrap();
+        assert_eq!(
+            gumbel,
+            LatentConfig::Categorical {
+                groups: 2,
+                classes: 3,
+                unimix: 0.01,
+                estimator: CategoricalEstimator::GumbelSoftmax { temperature: 0.5 },
+            }
+        );
+        let st: CategoricalEstimator = ron::from_str("StraightThroughGumbel()").unwrap();
+        assert_eq!(
+            st,
+            CategoricalEstimator::StraightThroughGumbel { temperature: 1.0 }
+        );
+        assert!(ron::from_str::<CategoricalEstimator>("GumbelSoftmax(tau: 1.0)").is_err());
+    }
+
+    #[test]
+    fn a_temperature_that_is_not_finite_and_positive_is_an_invalid_field() {
+        for temperature in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e7] {
+            for estimator in [
+                CategoricalEstimator::GumbelSoftmax { temperature },
+                CategoricalEstimator::StraightThroughGumbel { temperature },
+            ] {
+                let cfg = LatentConfig::Categorical {
+                    groups: 2,
+                    classes: 3,
+                    unimix: 0.01,
+                    estimator,
+                };
+                let err = cfg.validate().expect_err("bad temperature accepted");
+                assert_eq!(err.field, "estimator.temperature", "{err}");
+                assert!(err.message.contains(&format!("{temperature}")), "{err}");
+            }
+        }
+        let ok = LatentConfig::Categorical {
+            groups: 2,
+            classes: 3,
+            unimix: 0.01,
+            estimator: CategoricalEstimator::GumbelSoftmax { temperature: 0.1 },
+        };
+        assert_eq!(ok.validate(), Ok(()));
     }
 }

@@ -20,7 +20,8 @@
 //!
 //! The latent ([`LatentConfig`]) is a diagonal Gaussian (`std = softplus(raw) + min_std`,
 //! reparameterised samples) or `G` categoricals of `K` classes with a uniform mix and
-//! straight-through one-hot samples.
+//! one-hot samples whose gradient is [`CategoricalEstimator`]'s (straight-through by default,
+//! Gumbel-softmax, straight-through Gumbel).
 //!
 //! # Design choices
 //! - **Initial state**: zeros for `h` and `z` (PlaNet/DreamerV1-V2), not DreamerV3's learned
@@ -64,13 +65,14 @@
 //! ```
 
 mod config;
+pub mod estimators;
 pub mod latent;
 pub mod likelihood;
 mod model;
 mod train;
 
 pub use config::{RssmConfig, SequenceTensors};
-pub use latent::{LatentConfig, LatentDist};
+pub use latent::{CategoricalEstimator, LatentConfig, LatentDist};
 pub use likelihood::{SequenceLikelihood, StateSpaceModel, sequence_likelihood};
 pub use model::{
     Decoded, ImaginedSequence, Observed, Rssm, RssmState, encode_action, symexp, symlog,

@@ -679,6 +679,7 @@ mod tests {
                 groups: 3,
                 classes: 4,
                 unimix: 0.01,
+                estimator: Default::default(),
             },
         ] {
             let (_guard, device) = seeded(5);
@@ -748,6 +749,7 @@ mod tests {
                 groups: 3,
                 classes: 4,
                 unimix: 0.01,
+                estimator: Default::default(),
             },
         ] {
             let (_guard, device) = seeded(8);

@@ -868,6 +868,7 @@ mod tests {
             groups: 3,
             classes: 4,
             unimix: 0.01,
+            estimator: Default::default(),
         }
     }
 
