@@ -260,7 +260,7 @@ pub fn ops(args: &BenchOpsArgs) -> anyhow::Result<()> {
     let shape = [args.rows, args.cols];
     // Standard normal inputs, the typical range of a hidden layer's pre-activations.
     let x_plain = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-    let x_autodiff = x_plain.clone().to_device(&device.clone().autodiff());
+    let x_autodiff = Tensor::<2>::from_data(x_plain.to_data(), &device.clone().autodiff());
 
     type Silu = fn(Tensor<2>) -> Tensor<2>;
     let forward = |silu: Silu| {
