@@ -19,7 +19,7 @@
 //! let x = Tensor::<1>::from_floats([-1.0, 0.0, 2.0], &device).require_grad();
 //! let y = wm_kernels::silu(x.clone());
 //! let grads = y.sum().backward();
-//! let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+//! let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
 //! // d/dx [x sigmoid(x)] at 0 is 1/2.
 //! assert!((dx[1] - 0.5).abs() < 1e-6);
 //! ```
@@ -151,7 +151,7 @@ mod tests {
     }
 
     fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().expect("f32 data")
+        t.into_data().try_to_vec::<f32>().expect("f32 data")
     }
 
     /// Max over elements of |a - b| / max(1, |b|): absolute near zero, relative for large values.
@@ -282,12 +282,12 @@ mod tests {
             .require_grad();
         let y = silu(x.clone());
         let grads = y.clone().sum().backward();
-        let y: Vec<f64> = y.into_data().to_vec().expect("f64 data");
+        let y: Vec<f64> = y.into_data().try_to_vec().expect("f64 data");
         let dx: Vec<f64> = x
             .grad(&grads)
             .unwrap()
             .into_data()
-            .to_vec()
+            .try_to_vec()
             .expect("f64 data");
         for (i, v) in values.iter().enumerate() {
             let s = 1.0 / (1.0 + (-v).exp());
