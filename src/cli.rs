@@ -109,6 +109,10 @@ pub enum BenchCommand {
     /// scripts/bench/{cvae,rssm}_torch.py, the same models in PyTorch (scripts/bench/models.sh
     /// runs both sides).
     Update(BenchUpdateArgs),
+    /// Time of single tensor operations, fused (crates/kernels) against burn's composed version
+    /// on the same device: SiLU's forward pass alone and forward plus backward, alternating the
+    /// two versions in rounds so that both see the same machine load.
+    Ops(BenchOpsArgs),
     /// Throughput of `wm train`'s rollout/learner pipeline with 1 and 2 workers, and of the
     /// single-threaded collect-then-train loop (the lock-step mode), at a learner-bound and a
     /// data-bound replay ratio: environment steps/s, updates/s, learner busy fraction.
@@ -212,6 +216,30 @@ pub struct BenchUpdateArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `wm bench ops`.
+#[derive(Debug, Args)]
+pub struct BenchOpsArgs {
+    /// Rows of the input tensor.
+    #[arg(long, default_value_t = 256)]
+    pub rows: usize,
+    /// Columns of the input tensor.
+    #[arg(long, default_value_t = 256)]
+    pub cols: usize,
+    /// Rounds; each times both versions, one after the other.
+    #[arg(long, default_value_t = 20)]
+    pub rounds: usize,
+    /// Timed calls of each version per round (after one untimed call); the median over all
+    /// rounds is reported.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Device: `cpu`, `tch-cpu`, `cuda[:N]` (off flex both versions are burn's composed SiLU).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print one JSON object per row instead of a table.
     #[arg(long)]
     pub json: bool,
 }

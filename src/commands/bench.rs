@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use wm_envs::Action;
 
-use crate::cli::{BenchEnvArgs, BenchPipelineArgs, BenchUpdateArgs};
+use crate::cli::{BenchEnvArgs, BenchOpsArgs, BenchPipelineArgs, BenchUpdateArgs};
 
 /// Number of pre-sampled actions cycled through, so that the timed loop measures the
 /// environment and not the random-number generator (the Python side does the same).
@@ -236,6 +236,99 @@ pub fn update(args: &BenchUpdateArgs) -> anyhow::Result<()> {
             result.p90_ms,
             result.updates_per_s
         );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct OpBenchResult {
+    op: &'static str,
+    pass: &'static str,
+    shape: [usize; 2],
+    device: String,
+    threads: usize,
+    fused_median_us: f64,
+    composed_median_us: f64,
+    /// Composed time over fused time.
+    speedup: f64,
+}
+
+/// `wm bench ops`: fused SiLU (`wm_kernels::silu`) against burn's composed SiLU, forward only
+/// (no autodiff) and forward plus backward (autodiff, upstream gradient of ones).
+pub fn ops(args: &BenchOpsArgs) -> anyhow::Result<()> {
+    use burn::tensor::{Distribution, Tensor};
+
+    anyhow::ensure!(
+        args.rows > 0 && args.cols > 0 && args.rounds > 0 && args.steps > 0,
+        "--rows, --cols, --rounds and --steps must be positive"
+    );
+    let spec: wm_backend::DeviceSpec = args.device.parse()?;
+    let device = spec.init()?;
+    device.seed(0);
+    let shape = [args.rows, args.cols];
+    // Standard normal inputs, the typical range of a hidden layer's pre-activations.
+    let x_plain = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let x_autodiff = Tensor::<2>::from_data(x_plain.to_data(), &device.clone().autodiff());
+
+    type Silu = fn(Tensor<2>) -> Tensor<2>;
+    let forward = |silu: Silu| {
+        // The input is shared with `x_plain`, so neither version may overwrite it in place.
+        let y = silu(x_plain.clone());
+        let _ = y.into_data();
+    };
+    let forward_backward = |silu: Silu| {
+        let x = x_autodiff.clone().require_grad();
+        let grads = silu(x.clone()).backward();
+        let dx = x.grad(&grads).expect("x requires grad");
+        let _ = dx.into_data();
+    };
+    let passes: [(&'static str, &dyn Fn(Silu)); 2] = [
+        ("forward", &forward),
+        ("forward+backward", &forward_backward),
+    ];
+    for (pass, run) in passes {
+        let versions: [Silu; 2] = [wm_kernels::silu, wm_kernels::silu_composed];
+        let mut times_us = [Vec::new(), Vec::new()];
+        for _ in 0..args.rounds {
+            for (version, times) in versions.iter().zip(times_us.iter_mut()) {
+                run(*version);
+                for _ in 0..args.steps {
+                    let start = Instant::now();
+                    run(*version);
+                    times.push(start.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+        let median = |times: &mut Vec<f64>| {
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        };
+        let [fused, composed] = times_us.each_mut().map(median);
+        let result = OpBenchResult {
+            op: "silu",
+            pass,
+            shape,
+            device: spec.to_string(),
+            threads: spec.cpu_threads().unwrap_or_else(cpu_threads),
+            fused_median_us: fused,
+            composed_median_us: composed,
+            speedup: composed / fused,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            println!(
+                "silu {pass} on {} [{}, {}] ({} threads): fused {:.1} us, composed {:.1} us (median of {} calls each); composed/fused {:.2}x",
+                result.device,
+                shape[0],
+                shape[1],
+                result.threads,
+                fused,
+                composed,
+                args.rounds * args.steps,
+                result.speedup
+            );
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(EnvCommand::List) => env::list(),
         Command::Bench(BenchCommand::Env(args)) => bench::env_steps(&args),
         Command::Bench(BenchCommand::Update(args)) => bench::update(&args),
+        Command::Bench(BenchCommand::Ops(args)) => bench::ops(&args),
         Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline(&args),
         Command::Bench(BenchCommand::Acting(args)) => bench_acting::acting(&args),
         Command::Bench(BenchCommand::Solve(args)) => solve::solve(&args),

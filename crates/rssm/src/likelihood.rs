@@ -26,8 +26,8 @@
 //! log-Jacobian of symlog, so the numbers are in raw observation units like the one-step models'.
 //! The tests check the estimator against a Kalman filter on a linear-Gaussian model.
 
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use wm_kernels::silu;
 
 use crate::latent::{LatentConfig, LatentDist};
 use crate::model::{Rssm, RssmState, encode_action, symlog};

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{sigmoid, silu, tanh};
+use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use wm_kernels::silu;
 use wm_models::mlp::{Mlp, MlpConfig};
 use wm_models::{ActionSpec, LossOutput};
 
