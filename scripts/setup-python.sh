@@ -4,7 +4,7 @@
 # requirements are already installed.
 #
 # Usage: scripts/setup-python.sh          (then: .venv/bin/python scripts/goldens/generate.py)
-#        scripts/setup-python.sh --bench  (also PyTorch for scripts/bench/*.sh; about 7 GB)
+#        scripts/setup-python.sh --bench  (also PyTorch and JAX for scripts/bench/*.sh; about 7 GB)
 #        scripts/setup-python.sh --torch  (PyTorch only: the libtorch of the `tch` feature,
 #                                          used by scripts/setup-libtorch.sh)
 # Messages go to stderr, so that callers can keep stdout for themselves.
@@ -14,9 +14,10 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo_root/.venv"
 goldens="$repo_root/scripts/goldens/requirements.txt"
 torch="$repo_root/scripts/bench/requirements.txt"
+jax="$repo_root/scripts/bench/requirements-jax.txt"
 case "${1:-}" in
     "") requirement_files=("$goldens") ;;
-    --bench) requirement_files=("$goldens" "$torch") ;;
+    --bench) requirement_files=("$goldens" "$torch" "$jax") ;;
     --torch) requirement_files=("$torch") ;;
     *) echo "usage: $0 [--bench | --torch]" >&2; exit 2 ;;
 esac

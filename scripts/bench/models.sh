@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Update time of every model: worldmodel (burn, flex CPU backend) against the same models in
-# PyTorch, on this machine, in one run, at 1 and 2 threads; prints a Markdown table for
-# BENCHMARKS.md. Installs the PyTorch it compares with into .venv (scripts/setup-python.sh --bench).
+# PyTorch and in JAX (jit), on this machine, in one run, at 1 and 2 threads; prints a Markdown
+# table for BENCHMARKS.md. Installs the PyTorch and JAX it compares with into .venv
+# (scripts/setup-python.sh --bench).
 #   cVAE: batch 256, two hidden layers of 256 (CartPole data)
 #   RSSM: batch 16 x 50, deter 200, hidden 200, Gaussian 30 or categorical 32x32 (Pendulum data)
 # With --tch, `wm` is built with the `tch` feature and every model is also timed with burn on
@@ -54,8 +55,10 @@ for threads in $THREADS; do
     done
     if [[ $model == cvae ]]; then
       row "$(.venv/bin/python scripts/bench/cvae_torch.py --threads "$threads" --steps "$CVAE_STEPS")"
+      row "$(.venv/bin/python scripts/bench/cvae_jax.py --threads "$threads" --steps "$CVAE_STEPS")"
     else
       row "$(.venv/bin/python scripts/bench/rssm_torch.py --threads "$threads" --latent "${model#rssm_}" --steps "$RSSM_STEPS")"
+      row "$(.venv/bin/python scripts/bench/rssm_jax.py --threads "$threads" --latent "${model#rssm_}" --steps "$RSSM_STEPS")"
     fi
   done
 done
