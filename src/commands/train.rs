@@ -131,6 +131,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         max_nll_transitions: config.eval.max_nll_transitions,
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
+        truth: wm_train::eval::TrueLaw::of_env(&config.env),
     };
     let other = match &args.compare {
         Some(other_dir) => {

@@ -24,16 +24,32 @@
 //!   [`ENERGY_SCORE_SAMPLES`] next observations (`imagine` with `sample = true`: the cVAE's
 //!   prior, the Gaussian's noise, the RSSM's prior; the deterministic MLP repeats its
 //!   prediction) under the true action, scored against the real next observation in raw units.
+//! - **Energy score at h = [`LONG_ENERGY_HORIZON`]**: from the open-loop windows that reach it
+//!   (at most [`MAX_LONG_ENERGY_WINDOWS`]), [`ENERGY_SCORE_SAMPLES`] sampled rollouts under the
+//!   true actions, their observations at that horizon scored against the real one.
+//! - **Scores against the true law** ([`TruthScores`]), when the environment's transition law is
+//!   known ([`EvalOptions::truth`]: the stochastic environments of `wm_envs`): at each of the
+//!   energy score's transitions, [`ENERGY_SCORE_SAMPLES`] samples of the model against as many
+//!   of the true `p(s' | s, a)` at the real `(s, a)`: the unbiased MMD² with an RBF kernel of
+//!   median-heuristic bandwidth, the energy distance, and mode coverage over the law's known
+//!   modes (radius half the smallest distance between two mode centres, a mode covered when it
+//!   gets at least [`MODE_MIN_FRACTION`] of the samples; transitions with one mode are skipped).
+//!   The true samples come from a fixed seed, so a report is reproducible.
+
+use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use wm_envs::{Action, StochasticTransition};
 use wm_imagine::{Context, ImagineActions, WorldModel};
 use wm_replay::{Episode, ReplayBuffer};
 
 use crate::eval_model::{EvalModel, EvalModelVisitor};
 use crate::metrics::{HorizonErrors, MeanSquare, TerminationCounts};
 use crate::model::AnyModel;
-use crate::scores::energy_score;
+use crate::scores::{energy_distance, energy_score, mmd2_median_heuristic, mode_coverage};
 
 /// Start states of open-loop windows are taken every this many steps of an episode.
 pub const OPEN_LOOP_STRIDE: usize = 5;
@@ -46,6 +62,41 @@ const WINDOW_CHUNK: usize = 1024;
 pub const ENERGY_SCORE_SAMPLES: usize = 32;
 /// Filtered rows (episodes times padded length) per batch.
 const FILTER_ROWS: usize = 16_384;
+/// The horizon of the multi-step energy score.
+pub const LONG_ENERGY_HORIZON: usize = 10;
+/// At most this many windows for the multi-step energy score.
+pub const MAX_LONG_ENERGY_WINDOWS: usize = 256;
+/// A mode counts as covered when at least this fraction of the model's samples fall to it.
+pub const MODE_MIN_FRACTION: f64 = 0.05;
+/// Seed of the true law's samples in [`TruthScores`].
+const TRUTH_SEED: u64 = 0x7275_7468;
+
+/// An environment's known transition law, for [`TruthScores`].
+#[derive(Clone)]
+pub struct TrueLaw {
+    /// The environment's name.
+    pub env: String,
+    /// Its transition law.
+    pub law: Arc<dyn StochasticTransition>,
+}
+
+impl TrueLaw {
+    /// The law of the environment `env` when `wm_envs` knows it (`None` for deterministic
+    /// environments and unknown names).
+    pub fn of_env(env: &str) -> Option<Self> {
+        let law = wm_envs::stochastic_transition(env).ok().flatten()?;
+        Some(Self {
+            env: env.to_string(),
+            law: Arc::from(law),
+        })
+    }
+}
+
+impl std::fmt::Debug for TrueLaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrueLaw({})", self.env)
+    }
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -59,6 +110,8 @@ pub struct EvalOptions {
     pub horizons: Vec<usize>,
     /// At most this many open-loop windows.
     pub max_open_loop_windows: usize,
+    /// The environment's true transition law, when known: adds [`TruthScores`].
+    pub truth: Option<TrueLaw>,
 }
 
 /// How a likelihood was estimated.
@@ -147,6 +200,34 @@ pub struct EnergyScoreEntry {
     pub mean: f64,
 }
 
+/// The model's next-observation samples against the true law's at the same `(s, a)` (see the
+/// module docs); means over the held-out transitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TruthScores {
+    /// The environment.
+    pub env: String,
+    /// Samples of each side per transition.
+    pub samples: usize,
+    /// Transitions averaged over.
+    pub transitions: usize,
+    /// Mean unbiased MMD² (RBF kernel, median-heuristic bandwidth); 0 for a perfect model, up to
+    /// sampling noise (it can be slightly negative).
+    pub mmd2: f64,
+    /// Mean energy distance (0 for a perfect model, up to sampling noise).
+    pub energy_distance: f64,
+    /// Transitions with two or more modes, over which the coverage is averaged.
+    pub multimodal_transitions: usize,
+    /// Mean fraction of the true modes the model covers.
+    pub mode_coverage: f64,
+    /// Mean true weight of the covered modes.
+    pub weighted_mode_coverage: f64,
+    /// The same coverage for a second set of the true law's own samples: what a perfect model
+    /// scores with this many samples.
+    pub truth_mode_coverage: f64,
+    /// Mean fraction of the model's samples near no mode.
+    pub outside_fraction: f64,
+}
+
 /// The metrics of one evaluation, as printed by `wm eval` and written to `eval.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -167,6 +248,12 @@ pub struct EvalReport {
     /// written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy_score: Option<EnergyScoreEntry>,
+    /// The energy score at horizon [`LONG_ENERGY_HORIZON`] (absent when no window reaches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_score_long: Option<EnergyScoreEntry>,
+    /// Scores against the true transition law (stochastic environments only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth: Option<TruthScores>,
     /// Open-loop RMSE by horizon.
     pub open_loop: Vec<HorizonEntry>,
     /// RMSE of the predicted reward (one step).
@@ -241,6 +328,25 @@ pub fn evaluate<M: EvalModel>(
     let windows = open_loop_windows(&episodes, options.max_open_loop_windows);
     let (mut energy_left, mut energy_sum, mut energy_count) =
         (options.max_nll_transitions, 0.0f64, 0usize);
+    // The multi-step energy score's windows: those that reach its horizon, thinned evenly.
+    let long_windows: Vec<(usize, usize)> = {
+        let reaching: Vec<(usize, usize)> = windows
+            .iter()
+            .copied()
+            .filter(|&(e, t0)| t0 + LONG_ENERGY_HORIZON <= episodes[e].len())
+            .collect();
+        let stride = reaching.len().div_ceil(MAX_LONG_ENERGY_WINDOWS).max(1);
+        if options.max_nll_transitions == 0 {
+            Vec::new()
+        } else {
+            reaching.into_iter().step_by(stride).collect()
+        }
+    };
+    let (mut long_sum, mut long_count) = (0.0f64, 0usize);
+    let mut truth_sums = TruthSums::default();
+    let mut truth_rng = ChaCha8Rng::seed_from_u64(TRUTH_SEED);
+    let spec = model.action_spec().clone();
+    let a = spec.raw_width();
     for (first, count) in filter_chunks(&episodes) {
         let chunk = &episodes[first..first + count];
         let steps = chunk.iter().map(|e| e.len()).max().unwrap_or(1);
@@ -268,23 +374,51 @@ pub fn evaluate<M: EvalModel>(
         // The energy score on the first transitions, in episode order.
         let take = every.len().min(energy_left);
         if take > 0 {
-            sample_next_windows(
+            sample_windows(
                 model,
                 &states,
                 chunk,
                 steps,
                 &every[..take],
                 ENERGY_SCORE_SAMPLES,
+                1,
                 device,
                 |episode, t0, samples| {
                     let rows: Vec<Vec<f32>> = samples.chunks(o).map(<[f32]>::to_vec).collect();
                     energy_sum +=
                         energy_score(&rows, episode.observation(o, t0 + 1)).unwrap_or(f64::NAN);
                     energy_count += 1;
+                    if let Some(truth) = &options.truth {
+                        let action = env_action(&spec, episode.action(a, t0));
+                        let obs = episode.observation(o, t0);
+                        truth_sums.add(&*truth.law, obs, &action, &rows, &mut truth_rng);
+                    }
                 },
             );
             energy_left -= take;
         }
+        // The multi-step energy score from this chunk's share of its windows.
+        let mine: Vec<(usize, usize)> = long_windows
+            .iter()
+            .filter(|(e, _)| (first..first + count).contains(e))
+            .map(|&(e, t0)| (e - first, t0))
+            .collect();
+        sample_windows(
+            model,
+            &states,
+            chunk,
+            steps,
+            &mine,
+            ENERGY_SCORE_SAMPLES,
+            LONG_ENERGY_HORIZON,
+            device,
+            |episode, t0, samples| {
+                let rows: Vec<Vec<f32>> = samples.chunks(o).map(<[f32]>::to_vec).collect();
+                let real = episode.observation(o, t0 + LONG_ENERGY_HORIZON);
+                long_sum += energy_score(&rows, real).unwrap_or(f64::NAN);
+                long_count += 1;
+            },
+        );
         // Open loop from the strided windows of these episodes.
         if max_horizon > 0 {
             let mine: Vec<(usize, usize)> = windows
@@ -322,6 +456,16 @@ pub fn evaluate<M: EvalModel>(
             transitions: energy_count,
             mean: energy_sum / energy_count as f64,
         }),
+        energy_score_long: (long_count > 0).then(|| EnergyScoreEntry {
+            horizon: LONG_ENERGY_HORIZON,
+            samples: ENERGY_SCORE_SAMPLES,
+            transitions: long_count,
+            mean: long_sum / long_count as f64,
+        }),
+        truth: options
+            .truth
+            .as_ref()
+            .and_then(|truth| truth_sums.finish(&truth.env, ENERGY_SCORE_SAMPLES)),
         open_loop: options
             .horizons
             .iter()
@@ -473,13 +617,18 @@ fn imagine_windows<M: EvalModel>(
 /// `states`, repeated) under the episode's action at `t0`, with `sample = true`, and calls
 /// `score(episode, t0, samples [samples * O])`.
 #[allow(clippy::too_many_arguments)]
-fn sample_next_windows<M: EvalModel>(
+/// From each window `(episode, t0)`, draws `samples` sampled rollouts of `horizon` steps under
+/// the episode's true actions (every window must reach `t0 + horizon` inside its episode) and
+/// calls `score(episode, t0, observations at the last step [samples * O])`.
+#[allow(clippy::too_many_arguments)]
+fn sample_windows<M: EvalModel>(
     model: &M,
     states: &M::State,
     episodes: &[&Episode],
     steps: usize,
     windows: &[(usize, usize)],
     samples: usize,
+    horizon: usize,
     device: &wm_backend::Device,
     mut score: impl FnMut(&Episode, usize, &[f32]),
 ) {
@@ -492,19 +641,131 @@ fn sample_next_windows<M: EvalModel>(
         let start = model.select_rows(states, &rows);
         let actions: Vec<f32> = chunk
             .iter()
-            .flat_map(|&(e, t0)| episodes[e].action(a, t0).repeat(samples))
+            .flat_map(|&(e, t0)| {
+                let window: Vec<f32> = (t0..t0 + horizon)
+                    .flat_map(|t| episodes[e].action(a, t).iter().copied())
+                    .collect();
+                window.repeat(samples)
+            })
             .collect();
-        let actions = Tensor::<3>::from_data(TensorData::new(actions, [rows.len(), 1, a]), device);
+        let actions =
+            Tensor::<3>::from_data(TensorData::new(actions, [rows.len(), horizon, a]), device);
         let rollout = WorldModel::imagine(model, &start, ImagineActions::Sequence(actions), true);
-        // [rows, 1, O]: the samples of window i are rows i*samples..(i+1)*samples.
+        // [rows, horizon, O]: the last step of row r starts at (r * horizon + horizon - 1) * O.
         let obs = host(rollout.obs);
         for (i, &(e, t0)) in chunk.iter().enumerate() {
-            score(
-                episodes[e],
-                t0,
-                &obs[i * samples * o..(i + 1) * samples * o],
-            );
+            let last: Vec<f32> = (i * samples..(i + 1) * samples)
+                .flat_map(|r| {
+                    let at = (r * horizon + horizon - 1) * o;
+                    obs[at..at + o].iter().copied()
+                })
+                .collect();
+            score(episodes[e], t0, &last);
         }
+    }
+}
+
+/// The raw action row `values` as an environment action of `spec`.
+fn env_action(spec: &wm_models::ActionSpec, values: &[f32]) -> Action {
+    match spec {
+        wm_models::ActionSpec::Discrete { .. } => Action::Discrete(values[0].max(0.0) as usize),
+        wm_models::ActionSpec::Continuous { .. } => Action::Continuous(values.to_vec()),
+    }
+}
+
+/// Running sums of [`TruthScores`].
+#[derive(Default)]
+struct TruthSums {
+    transitions: usize,
+    mmd2: f64,
+    energy_distance: f64,
+    multimodal: usize,
+    coverage: f64,
+    weighted_coverage: f64,
+    truth_coverage: f64,
+    outside: f64,
+}
+
+impl TruthSums {
+    /// Scores the model's `model_rows` at `(obs, action)` against the law's samples.
+    fn add(
+        &mut self,
+        law: &dyn StochasticTransition,
+        obs: &[f32],
+        action: &Action,
+        model_rows: &[Vec<f32>],
+        rng: &mut ChaCha8Rng,
+    ) {
+        let draw = |rng: &mut ChaCha8Rng| -> Option<Vec<Vec<f32>>> {
+            (0..model_rows.len())
+                .map(|_| law.sample_next(obs, action, rng).ok())
+                .collect()
+        };
+        let (Some(truth), Some(reference)) = (draw(rng), draw(rng)) else {
+            return;
+        };
+        let nan = f64::NAN;
+        self.transitions += 1;
+        self.mmd2 += mmd2_median_heuristic(model_rows, &truth).map_or(nan, |(m, _)| m);
+        self.energy_distance += energy_distance(model_rows, &truth).unwrap_or(nan);
+        let Ok(modes) = law.modes(obs, action) else {
+            return;
+        };
+        let mut min_gap = f64::INFINITY;
+        for (i, first) in modes.iter().enumerate() {
+            for second in &modes[i + 1..] {
+                let gap: f64 = first
+                    .center
+                    .iter()
+                    .zip(&second.center)
+                    .map(|(x, y)| f64::from(x - y).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                min_gap = min_gap.min(gap);
+            }
+        }
+        if modes.len() < 2 || !(min_gap.is_finite() && min_gap > 0.0) {
+            return;
+        }
+        let radius = 0.5 * min_gap;
+        let (Ok(model), Ok(truth)) = (
+            mode_coverage(model_rows, &modes, radius, MODE_MIN_FRACTION),
+            mode_coverage(&reference, &modes, radius, MODE_MIN_FRACTION),
+        ) else {
+            self.coverage += nan;
+            return;
+        };
+        self.multimodal += 1;
+        self.coverage += model.coverage;
+        self.weighted_coverage += model.weighted_coverage;
+        self.truth_coverage += truth.coverage;
+        self.outside += model.outside_fraction;
+    }
+
+    fn finish(self, env: &str, samples: usize) -> Option<TruthScores> {
+        (self.transitions > 0).then(|| {
+            let n = self.transitions as f64;
+            let m = (self.multimodal as f64).max(1.0);
+            let mean_or_nan = |sum: f64| {
+                if self.multimodal > 0 {
+                    sum / m
+                } else {
+                    f64::NAN
+                }
+            };
+            TruthScores {
+                env: env.to_string(),
+                samples,
+                transitions: self.transitions,
+                mmd2: self.mmd2 / n,
+                energy_distance: self.energy_distance / n,
+                multimodal_transitions: self.multimodal,
+                mode_coverage: mean_or_nan(self.coverage),
+                weighted_mode_coverage: mean_or_nan(self.weighted_coverage),
+                truth_mode_coverage: mean_or_nan(self.truth_coverage),
+                outside_fraction: mean_or_nan(self.outside),
+            }
+        })
     }
 }
 
@@ -637,11 +898,30 @@ impl EvalReport {
             .map(|v| format!("{v:.4}"))
             .collect();
         let _ = writeln!(out, "one-step RMSE per dimension: [{}]", dims.join(", "));
-        if let Some(entry) = &self.energy_score {
+        for entry in [&self.energy_score, &self.energy_score_long]
+            .into_iter()
+            .flatten()
+        {
             let _ = writeln!(
                 out,
-                "energy score h = 1, raw units (lower is better): {:.4}   ({} samples x {} transitions)",
-                entry.mean, entry.samples, entry.transitions
+                "energy score h = {}, raw units (lower is better): {:.4}   ({} samples x {} transitions)",
+                entry.horizon, entry.mean, entry.samples, entry.transitions
+            );
+        }
+        if let Some(truth) = &self.truth {
+            let _ = writeln!(
+                out,
+                "against the true law of {} ({} samples each, {} transitions): MMD² {:.5}, energy distance {:.5}",
+                truth.env, truth.samples, truth.transitions, truth.mmd2, truth.energy_distance
+            );
+            let _ = writeln!(
+                out,
+                "  mode coverage {:.3} (weighted {:.3}; the true law's own samples: {:.3}), samples near no mode {:.3}   ({} multimodal transitions)",
+                truth.mode_coverage,
+                truth.weighted_mode_coverage,
+                truth.truth_mode_coverage,
+                truth.outside_fraction,
+                truth.multimodal_transitions
             );
         }
         let _ = writeln!(
@@ -739,8 +1019,8 @@ impl EvalReport {
             mean_rmse(self),
             mean_rmse(other)
         );
-        let energy = |r: &EvalReport| {
-            r.energy_score
+        let energy = |entry: &Option<EnergyScoreEntry>| {
+            entry
                 .as_ref()
                 .map(|e| format!("{:.4}", e.mean))
                 .unwrap_or_else(|| "-".into())
@@ -749,9 +1029,38 @@ impl EvalReport {
             out,
             "{:<34} {:>26} {:>26}",
             "energy score h = 1",
-            energy(self),
-            energy(other)
+            energy(&self.energy_score),
+            energy(&other.energy_score)
         );
+        let _ = writeln!(
+            out,
+            "{:<34} {:>26} {:>26}",
+            format!("energy score h = {LONG_ENERGY_HORIZON}"),
+            energy(&self.energy_score_long),
+            energy(&other.energy_score_long)
+        );
+        if self.truth.is_some() || other.truth.is_some() {
+            let truth = |r: &EvalReport, f: fn(&TruthScores) -> f64| {
+                r.truth
+                    .as_ref()
+                    .map(|t| format!("{:.4}", f(t)))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let rows: [(&str, fn(&TruthScores) -> f64); 3] = [
+                ("MMD² to the true law, h = 1", |t| t.mmd2),
+                ("energy distance to the law, h = 1", |t| t.energy_distance),
+                ("mode coverage, h = 1", |t| t.mode_coverage),
+            ];
+            for (label, f) in rows {
+                let _ = writeln!(
+                    out,
+                    "{:<34} {:>26} {:>26}",
+                    label,
+                    truth(self, f),
+                    truth(other, f)
+                );
+            }
+        }
         for entry in &self.open_loop {
             let theirs = other
                 .open_loop
@@ -818,6 +1127,7 @@ mod tests {
             max_nll_transitions: 50,
             horizons: vec![1, 5, 20],
             max_open_loop_windows: 4096,
+            truth: None,
         }
     }
 
@@ -954,6 +1264,208 @@ mod tests {
             &device,
         );
         assert_eq!(none.energy_score, None);
+    }
+
+    /// A model whose samples come from a true transition law: `step` with `sample = true` draws
+    /// `s' ~ p(· | s, a)` row by row (its state is the observation, like [`Persist`]).
+    struct LawSampler {
+        action: ActionSpec,
+        law: TrueLaw,
+        rng: std::cell::RefCell<ChaCha8Rng>,
+    }
+
+    impl WorldModel for LawSampler {
+        type State = Tensor<2>;
+        fn obs_dim(&self) -> usize {
+            1
+        }
+        fn action_spec(&self) -> &ActionSpec {
+            &self.action
+        }
+        fn start(&self, context: &Context, _sample: bool) -> Tensor<2> {
+            context.obs().clone()
+        }
+        fn observe_step(&self, _: &Tensor<2>, _: Tensor<2>, obs: Tensor<2>, _: bool) -> Tensor<2> {
+            obs
+        }
+        fn step(
+            &self,
+            state: &Tensor<2>,
+            action: Tensor<2>,
+            _sample: bool,
+        ) -> (Tensor<2>, wm_imagine::StepPrediction) {
+            let (b, device) = (state.dims()[0], state.device());
+            let (obs, actions) = (host(state.clone()), host(action));
+            let mut rng = self.rng.borrow_mut();
+            let next: Vec<f32> = (0..b)
+                .flat_map(|i| {
+                    let action = Action::Continuous(vec![actions[i]]);
+                    self.law
+                        .law
+                        .sample_next(&obs[i..i + 1], &action, &mut *rng)
+                        .expect("valid row")
+                })
+                .collect();
+            let next = Tensor::<2>::from_data(TensorData::new(next, [b, 1]), &device);
+            let prediction = wm_imagine::StepPrediction {
+                obs: next.clone(),
+                reward: Tensor::zeros([b], &device),
+                continue_prob: Tensor::ones([b], &device),
+            };
+            (next, prediction)
+        }
+        fn observation(&self, state: &Tensor<2>) -> Tensor<2> {
+            state.clone()
+        }
+        fn batch_size(&self, state: &Tensor<2>) -> usize {
+            state.dims()[0]
+        }
+        fn repeat(&self, state: &Tensor<2>, times: usize) -> Tensor<2> {
+            wm_imagine::repeat_rows(state.clone(), times)
+        }
+    }
+
+    impl EvalModel for LawSampler {
+        fn select_rows(&self, state: &Tensor<2>, rows: &[usize]) -> Tensor<2> {
+            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let device = state.device();
+            state.clone().select(
+                0,
+                Tensor::from_data(TensorData::new(index, [rows.len()]), &device),
+            )
+        }
+        fn held_out_nll(
+            &self,
+            _: &ReplayBuffer,
+            _: usize,
+            _: &[usize],
+            _: &wm_backend::Device,
+        ) -> HeldOutNll {
+            HeldOutNll::default()
+        }
+    }
+
+    /// On the bimodal walk (`s' = s + a ± δ + σε`), a model that samples from the true law
+    /// scores like the law's own second sample set (MMD² and energy distance near 0, every mode
+    /// covered), while a model that predicts no change (all samples at `s`, between the modes
+    /// or on one of them) covers at most one of the two modes and is far in MMD² and energy
+    /// distance. The scores are reproducible (fixed seed of the true samples).
+    #[test]
+    fn truth_scores_separate_a_model_that_samples_the_law_from_one_that_does_not() {
+        let device = wm_backend::test_device();
+        let mut env = wm_envs::make("bimodal_walk").expect("bimodal walk");
+        let mut buffer = ReplayBuffer::new(replay_spec(env.as_ref()), 10_000).expect("buffer");
+        collect_episodes(env.as_mut(), 7, 300, &mut buffer).expect("collect");
+        let spec = model_spec(env.as_ref());
+        let law = TrueLaw::of_env("bimodal_walk").expect("a stochastic env");
+        let options = EvalOptions {
+            max_nll_transitions: 100,
+            truth: Some(law.clone()),
+            ..options(vec![1])
+        };
+        let sampler = LawSampler {
+            action: spec.action.clone(),
+            law,
+            rng: std::cell::RefCell::new(ChaCha8Rng::seed_from_u64(3)),
+        };
+        let persist = Persist {
+            action: spec.action.clone(),
+            obs_dim: 1,
+            sample_shift: 0.0,
+        };
+        let good = evaluate(&sampler, &buffer, &options, &device)
+            .truth
+            .expect("truth scores");
+        let bad = evaluate(&persist, &buffer, &options, &device)
+            .truth
+            .expect("truth scores");
+        let again = evaluate(&persist, &buffer, &options, &device)
+            .truth
+            .expect("truth scores");
+        assert_eq!(bad, again, "the true samples come from a fixed seed");
+        assert_eq!(
+            (good.transitions, good.samples),
+            (100, ENERGY_SCORE_SAMPLES)
+        );
+        assert_eq!(good.multimodal_transitions, 100, "{good:?}");
+        // Two modes of weight 1/2 each: 32 samples miss one with probability 2^-31.
+        assert!(good.truth_mode_coverage > 0.999, "{good:?}");
+        assert!(good.mode_coverage > 0.999, "{good:?}");
+        assert!(bad.mode_coverage <= 0.5 + 1e-12, "{bad:?}");
+        assert!(good.weighted_mode_coverage > 0.999, "{good:?}");
+        // Unbiased MMD² of two samples of one law averages 0; a point mass against the law is
+        // a fixed positive distance. The energy distance likewise.
+        assert!(good.mmd2.abs() < 0.02, "{good:?}");
+        assert!(
+            bad.mmd2 > 10.0 * good.mmd2.abs().max(0.01),
+            "{bad:?} vs {good:?}"
+        );
+        assert!(
+            bad.energy_distance > 5.0 * good.energy_distance.abs().max(0.01),
+            "{bad:?} vs {good:?}"
+        );
+        let table = evaluate(&persist, &buffer, &options, &device).table();
+        assert!(
+            table.contains("against the true law of bimodal_walk"),
+            "{table}"
+        );
+    }
+
+    /// The multi-step energy score scores the samples at `t0 + 10` against `o_{t0+10}` on the
+    /// open-loop windows that reach that far: for a model whose samples are all `o_t0 + 1` (its
+    /// state does not move) it is the mean of `‖o_t0 + 1 − o_{t0+10}‖` over those windows.
+    #[test]
+    fn the_long_energy_score_compares_samples_at_its_horizon_with_the_real_observation() {
+        let device = wm_backend::test_device();
+        let (buffer, spec) = held_out(4, 450);
+        let o = spec.obs_dim;
+        let model = Persist {
+            action: spec.action.clone(),
+            obs_dim: o,
+            sample_shift: 1.0,
+        };
+        let options = options(vec![1]);
+        let entry = evaluate(&model, &buffer, &options, &device)
+            .energy_score_long
+            .expect("windows reach h = 10");
+        let episodes: Vec<&Episode> = buffer.episodes().filter(|e| !e.is_empty()).collect();
+        let windows: Vec<(usize, usize)> =
+            open_loop_windows(&episodes, options.max_open_loop_windows)
+                .into_iter()
+                .filter(|&(e, t0)| t0 + LONG_ENERGY_HORIZON <= episodes[e].len())
+                .collect();
+        assert!(
+            windows.len() <= MAX_LONG_ENERGY_WINDOWS,
+            "{}",
+            windows.len()
+        );
+        let expected: f64 = windows
+            .iter()
+            .map(|&(e, t0)| {
+                let now = episodes[e].observation(o, t0);
+                let later = episodes[e].observation(o, t0 + LONG_ENERGY_HORIZON);
+                now.iter()
+                    .zip(later)
+                    .map(|(x, y)| (f64::from(*x + 1.0) - f64::from(*y)).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .sum::<f64>()
+            / windows.len() as f64;
+        assert_eq!(
+            (entry.horizon, entry.transitions),
+            (LONG_ENERGY_HORIZON, windows.len())
+        );
+        assert!(
+            (entry.mean - expected).abs() < 1e-4,
+            "{} vs {expected}",
+            entry.mean
+        );
+        assert!(
+            evaluate(&model, &buffer, &options, &device)
+                .table()
+                .contains("energy score h = 10")
+        );
     }
 
     /// The windows are aligned with the real observations: for a model that predicts no change,

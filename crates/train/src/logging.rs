@@ -90,8 +90,27 @@ pub fn log_report(tensorboard: &mut TensorBoard, report: &EvalReport) {
         );
     }
     tensorboard.scalar("eval/reward_rmse", report.reward_rmse, step);
-    if let Some(entry) = &report.energy_score {
-        tensorboard.scalar("eval/energy_score_h1", entry.mean, step);
+    for entry in [&report.energy_score, &report.energy_score_long]
+        .into_iter()
+        .flatten()
+    {
+        tensorboard.scalar(
+            &format!("eval/energy_score_h{}", entry.horizon),
+            entry.mean,
+            step,
+        );
+    }
+    if let Some(truth) = &report.truth {
+        tensorboard.scalar("eval/mmd2_h1", truth.mmd2, step);
+        tensorboard.scalar("eval/energy_distance_h1", truth.energy_distance, step);
+        if truth.multimodal_transitions > 0 {
+            tensorboard.scalar("eval/mode_coverage_h1", truth.mode_coverage, step);
+            tensorboard.scalar(
+                "eval/weighted_mode_coverage_h1",
+                truth.weighted_mode_coverage,
+                step,
+            );
+        }
     }
     tensorboard.scalar(
         "eval/termination_accuracy",

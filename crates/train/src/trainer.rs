@@ -336,6 +336,7 @@ fn run_loop(
         max_nll_transitions: config.eval.max_nll_transitions.min(1024),
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 256,
+        truth: crate::eval::TrueLaw::of_env(&config.env),
     };
     let total_updates = config.schedule.updates as u64;
     let progress = progress_bar(total_updates, first_update, options.progress);
@@ -503,6 +504,7 @@ fn run_loop(
         max_nll_transitions: config.eval.max_nll_transitions,
         horizons: config.eval.horizons.clone(),
         max_open_loop_windows: 4096,
+        truth: crate::eval::TrueLaw::of_env(&config.env),
     };
     let mut report = evaluate_any(
         &learner.model.valid(),
