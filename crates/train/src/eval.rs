@@ -32,8 +32,10 @@
 //!   energy score's transitions, [`ENERGY_SCORE_SAMPLES`] samples of the model against as many
 //!   of the true `p(s' | s, a)` at the real `(s, a)`: the unbiased MMD² with an RBF kernel of
 //!   median-heuristic bandwidth, the energy distance, and mode coverage over the law's known
-//!   modes (radius half the smallest distance between two mode centres, a mode covered when it
-//!   gets at least [`MODE_MIN_FRACTION`] of the samples; transitions with one mode are skipped).
+//!   modes (radius [`MODE_RADIUS_FRACTION`] of the smallest distance between two mode centres, a
+//!   mode covered when it gets at least [`MODE_MIN_FRACTION`] of the samples; transitions with
+//!   one mode are skipped), and the fraction of samples near no mode: a broad unimodal law can
+//!   reach every mode, but it also puts samples between them.
 //!   The true samples come from a fixed seed, so a report is reproducible.
 
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub const LONG_ENERGY_HORIZON: usize = 10;
 pub const MAX_LONG_ENERGY_WINDOWS: usize = 256;
 /// A mode counts as covered when at least this fraction of the model's samples fall to it.
 pub const MODE_MIN_FRACTION: f64 = 0.05;
+/// The mode-coverage radius as a fraction of the smallest distance between two mode centres.
+pub const MODE_RADIUS_FRACTION: f64 = 0.25;
 /// Seed of the true law's samples in [`TruthScores`].
 const TRUTH_SEED: u64 = 0x7275_7468;
 
@@ -226,6 +230,8 @@ pub struct TruthScores {
     pub truth_mode_coverage: f64,
     /// Mean fraction of the model's samples near no mode.
     pub outside_fraction: f64,
+    /// The same fraction for the true law's own second sample set.
+    pub truth_outside_fraction: f64,
 }
 
 /// The metrics of one evaluation, as printed by `wm eval` and written to `eval.json`.
@@ -684,6 +690,7 @@ struct TruthSums {
     weighted_coverage: f64,
     truth_coverage: f64,
     outside: f64,
+    truth_outside: f64,
 }
 
 impl TruthSums {
@@ -727,7 +734,7 @@ impl TruthSums {
         if modes.len() < 2 || !(min_gap.is_finite() && min_gap > 0.0) {
             return;
         }
-        let radius = 0.5 * min_gap;
+        let radius = MODE_RADIUS_FRACTION * min_gap;
         let (Ok(model), Ok(truth)) = (
             mode_coverage(model_rows, &modes, radius, MODE_MIN_FRACTION),
             mode_coverage(&reference, &modes, radius, MODE_MIN_FRACTION),
@@ -740,6 +747,7 @@ impl TruthSums {
         self.weighted_coverage += model.weighted_coverage;
         self.truth_coverage += truth.coverage;
         self.outside += model.outside_fraction;
+        self.truth_outside += truth.outside_fraction;
     }
 
     fn finish(self, env: &str, samples: usize) -> Option<TruthScores> {
@@ -764,6 +772,7 @@ impl TruthSums {
                 weighted_mode_coverage: mean_or_nan(self.weighted_coverage),
                 truth_mode_coverage: mean_or_nan(self.truth_coverage),
                 outside_fraction: mean_or_nan(self.outside),
+                truth_outside_fraction: mean_or_nan(self.truth_outside),
             }
         })
     }
@@ -916,11 +925,12 @@ impl EvalReport {
             );
             let _ = writeln!(
                 out,
-                "  mode coverage {:.3} (weighted {:.3}; the true law's own samples: {:.3}), samples near no mode {:.3}   ({} multimodal transitions)",
+                "  mode coverage {:.3} (weighted {:.3}; the true law's own samples: {:.3}), samples near no mode {:.3} (the law's: {:.3})   ({} multimodal transitions)",
                 truth.mode_coverage,
                 truth.weighted_mode_coverage,
                 truth.truth_mode_coverage,
                 truth.outside_fraction,
+                truth.truth_outside_fraction,
                 truth.multimodal_transitions
             );
         }
@@ -1046,10 +1056,11 @@ impl EvalReport {
                     .map(|t| format!("{:.4}", f(t)))
                     .unwrap_or_else(|| "-".into())
             };
-            let rows: [(&str, fn(&TruthScores) -> f64); 3] = [
+            let rows: [(&str, fn(&TruthScores) -> f64); 4] = [
                 ("MMD² to the true law, h = 1", |t| t.mmd2),
                 ("energy distance to the law, h = 1", |t| t.energy_distance),
                 ("mode coverage, h = 1", |t| t.mode_coverage),
+                ("samples near no mode, h = 1", |t| t.outside_fraction),
             ];
             for (label, f) in rows {
                 let _ = writeln!(
@@ -1393,6 +1404,10 @@ mod tests {
         assert!(good.mode_coverage > 0.999, "{good:?}");
         assert!(bad.mode_coverage <= 0.5 + 1e-12, "{bad:?}");
         assert!(good.weighted_mode_coverage > 0.999, "{good:?}");
+        // The modes are 2δ apart with noise 0.1δ: the law's samples all lie within a quarter of
+        // the gap of their mode.
+        assert!(good.truth_outside_fraction < 0.01, "{good:?}");
+        assert!(good.outside_fraction < 0.01, "{good:?}");
         // Unbiased MMD² of two samples of one law averages 0; a point mass against the law is
         // a fixed positive distance. The energy distance likewise.
         assert!(good.mmd2.abs() < 0.02, "{good:?}");
