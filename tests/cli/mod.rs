@@ -9,6 +9,7 @@ mod ensemble;
 mod env;
 mod faults;
 mod nonfinite;
+mod play;
 mod resume;
 mod rssm_learning;
 #[cfg(feature = "tch")]
