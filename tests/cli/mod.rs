@@ -6,6 +6,7 @@ mod config_errors;
 mod config_walk;
 mod device;
 mod ensemble;
+mod export;
 mod env;
 mod faults;
 mod nonfinite;

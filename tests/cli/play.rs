@@ -10,7 +10,7 @@ const TRAINER_POLICY_SEED: u64 = 2 * wm_train::trainer::EVAL_SEED_OFFSET;
 
 /// Trains a tiny CartPole run acting with `policy` (a `data.policy` value as JSON), with one
 /// policy evaluation episode at the end.
-fn train_closed_loop(config: &str, policy: &str, runs: &Path) -> PathBuf {
+pub(crate) fn train_closed_loop(config: &str, policy: &str, runs: &Path) -> PathBuf {
     let mut args = vec!["train", "--config", config, "--quiet"];
     args.extend_from_slice(&["--runs-dir", runs.to_str().expect("utf-8")]);
     args.extend_from_slice(TINY);

@@ -344,3 +344,130 @@ pub fn reference_outputs(
     }
     Ok(json!({ "seed": seed, "inputs": inputs, "outputs": outputs }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wm_models::{CvaeConfig, ModelSpec};
+
+    fn cvae_and_actor(seed: u64, device: &Device) -> (AnyModel, wm_agent::Actor) {
+        device.seed(seed);
+        let spec = ModelSpec {
+            obs_dim: 3,
+            action: ActionSpec::Continuous {
+                low: vec![-2.0],
+                high: vec![2.0],
+            },
+        };
+        let normalizer = Normalizer {
+            obs_mean: vec![0.1, -0.2, 0.3],
+            obs_std: vec![1.5, 0.5, 2.0],
+            delta_mean: vec![0.01, 0.0, -0.01],
+            delta_std: vec![0.1, 0.2, 0.3],
+            reward_mean: -3.0,
+            reward_std: 2.0,
+        };
+        let config = CvaeConfig {
+            hidden: vec![8, 6],
+            latent_dim: 2,
+            ..CvaeConfig::default()
+        };
+        let model = AnyModel::Transition(AnyTransitionModel::Cvae(config.init(
+            &spec,
+            normalizer,
+            device,
+        )));
+        let bounds = wm_agent::PolicyBounds {
+            min_std: 0.1,
+            max_std: 1.0,
+            unimix: 0.01,
+        };
+        let actor = wm_agent::Actor::new(3, &[5], &spec.action, bounds, device);
+        (model, actor)
+    }
+
+    fn predictions(exported: &Exported, device: &Device) -> Vec<f32> {
+        let obs = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 0.3, -0.7], [2, 3]),
+            device,
+        );
+        let action =
+            Tensor::<2>::from_data(TensorData::new(vec![1.5f32, -0.5], [2, 1]), device);
+        let AnyModel::Transition(model) = &exported.model else {
+            panic!("a one-step model")
+        };
+        let mean = model.mean_next(obs.clone(), action);
+        let features = exported.model.features(&exported.model.start(&Context::new(obs), false));
+        let wm_agent::PolicyDist::Normal { mean: actor_mean, std } = exported
+            .actor
+            .as_ref()
+            .expect("an actor")
+            .forward(features)
+        else {
+            panic!("a continuous actor")
+        };
+        [
+            mean.next_obs.into_data(),
+            mean.reward.into_data(),
+            mean.terminated_prob.into_data(),
+            actor_mean.into_data(),
+            std.into_data(),
+        ]
+        .into_iter()
+        .flat_map(|data| data.convert::<f32>().try_to_vec::<f32>().expect("f32"))
+        .collect()
+    }
+
+    #[test]
+    fn export_round_trips_through_safetensors_into_a_fresh_model() {
+        let device = wm_backend::test_device();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("model.safetensors");
+        let (model, actor) = cvae_and_actor(1, &device);
+        let original = Exported::new(model, Some(actor), &device);
+        original
+            .save(&path, &[("model_kind".into(), "cvae".into())])
+            .expect("save");
+        // Other initial weights, the same normaliser (host state, set at construction).
+        let (fresh_model, fresh_actor) = cvae_and_actor(2, &device);
+        let mut loaded = Exported::new(fresh_model, Some(fresh_actor), &device);
+        let want = predictions(&original, &device);
+        assert_ne!(predictions(&loaded, &device), want, "the seeds give other weights");
+        loaded.load(&path).expect("load");
+        assert_eq!(predictions(&loaded, &device), want);
+        assert_eq!(
+            loaded.normalizer.as_ref().map(NormalizerTensors::to_normalizer),
+            original.normalizer.as_ref().map(NormalizerTensors::to_normalizer)
+        );
+        // Saving again over the file is refused: exports never overwrite.
+        let again = original.save(&path, &[]).expect_err("the file exists");
+        assert!(again.to_string().contains("writing"), "{again}");
+    }
+
+    #[test]
+    fn exported_names_are_pytorch_style_with_out_by_in_weights() {
+        let device = wm_backend::test_device();
+        let (model, actor) = cvae_and_actor(1, &device);
+        let names = Exported::new(model, Some(actor), &device).tensor_names();
+        let shape = |name: &str| -> Vec<usize> {
+            names
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no {name} in {names:?}"))
+                .1
+                .clone()
+        };
+        // x = [s_n (3), a (1)]: the decoder reads [x, z (2)], 8 then 6 hidden, 2 O + 2 out.
+        assert_eq!(shape("model.decoder.layers.0.weight"), vec![8, 6]);
+        assert_eq!(shape("model.decoder.layers.2.weight"), vec![8, 6]);
+        assert_eq!(shape("model.decoder.layers.2.bias"), vec![8]);
+        assert_eq!(shape("model.prior.layers.0.weight"), vec![8, 4]);
+        assert_eq!(shape("model.posterior.layers.0.weight"), vec![8, 7]);
+        assert_eq!(shape("model.reward_log_std"), vec![1]);
+        assert_eq!(shape("actor.net.layers.0.weight"), vec![5, 3]);
+        assert_eq!(shape("actor.net.layers.1.weight"), vec![2, 5]);
+        assert_eq!(shape("normalizer.obs_mean"), vec![3]);
+        assert_eq!(shape("normalizer.reward_std"), vec![1]);
+        assert_eq!(names.len(), 3 * 3 * 2 + 1 + 2 * 2 + 6, "{names:?}");
+    }
+}
