@@ -23,7 +23,10 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| args.run.join("export.safetensors"));
-    for (flag, path) in [("--out", Some(&out)), ("--reference", args.reference.as_ref())] {
+    for (flag, path) in [
+        ("--out", Some(&out)),
+        ("--reference", args.reference.as_ref()),
+    ] {
         if let Some(path) = path
             && path.exists()
         {

@@ -180,11 +180,13 @@ fn policy_return(
     config: &wm_train::TrainConfig,
     device: &wm_backend::Device,
 ) -> anyhow::Result<Option<(f64, f64)>> {
-    let episodes = args.policy_episodes.unwrap_or(if config.eval.policy_episodes > 0 {
-        config.eval.policy_episodes
-    } else {
-        5
-    });
+    let episodes = args
+        .policy_episodes
+        .unwrap_or(if config.eval.policy_episodes > 0 {
+            config.eval.policy_episodes
+        } else {
+            5
+        });
     if episodes == 0 {
         return Ok(None);
     }

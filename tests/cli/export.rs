@@ -14,8 +14,15 @@ fn export_writes_named_tensors_with_metadata_and_a_reference_and_never_overwrite
     let scratch = tempfile::tempdir().expect("temp dir");
     let reference = scratch.path().join("reference.json");
     let args = [
-        "export", "--run", run_arg, "--format", "safetensors", "--reference",
-        reference.to_str().expect("utf-8"), "--reference-rows", "5",
+        "export",
+        "--run",
+        run_arg,
+        "--format",
+        "safetensors",
+        "--reference",
+        reference.to_str().expect("utf-8"),
+        "--reference-rows",
+        "5",
     ];
     let output = wm(&args);
     assert!(output.status.success(), "wm export: {}", stderr(&output));
@@ -40,38 +47,80 @@ fn export_writes_named_tensors_with_metadata_and_a_reference_and_never_overwrite
     assert_eq!(meta["model_kind"], "cvae", "{meta}");
     assert_eq!(meta["env"], "cartpole", "{meta}");
     assert_eq!(meta["worldmodel_format"], "1", "{meta}");
-    assert_eq!(header["model.decoder.layers.0.weight"]["shape"], serde_json::json!([16, 10]));
+    assert_eq!(
+        header["model.decoder.layers.0.weight"]["shape"],
+        serde_json::json!([16, 10])
+    );
     assert_eq!(header["model.decoder.layers.0.weight"]["dtype"], "F32");
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&reference).expect("reference")).expect("json");
-    for (name, width) in [("prior_mean", 4), ("mean_next_obs", 4), ("actor_log_probs", 2)] {
+        serde_json::from_str(&std::fs::read_to_string(&reference).expect("reference"))
+            .expect("json");
+    for (name, width) in [
+        ("prior_mean", 4),
+        ("mean_next_obs", 4),
+        ("actor_log_probs", 2),
+    ] {
         let rows = reference["outputs"][name].as_array().expect(name);
         assert_eq!(rows.len(), 5, "{name}");
         assert_eq!(rows[0].as_array().expect("a row").len(), width, "{name}");
     }
-    assert_eq!(reference["outputs"]["mean_reward"].as_array().expect("rewards").len(), 5);
+    assert_eq!(
+        reference["outputs"]["mean_reward"]
+            .as_array()
+            .expect("rewards")
+            .len(),
+        5
+    );
 
     // A second export would overwrite: refused, the first file kept.
     let again = wm(&["export", "--run", run_arg, "--format", "safetensors"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("the file exists"), "{}", stderr(&again));
-    assert_eq!(std::fs::read(run.join("export.safetensors")).expect("kept"), file);
+    assert!(
+        stderr(&again).contains("the file exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read(run.join("export.safetensors")).expect("kept"),
+        file
+    );
     for (args, want) in [
         (
-            vec!["export", "--run", "no/such/run", "--format", "safetensors", "--out", "x.st"],
+            vec![
+                "export",
+                "--run",
+                "no/such/run",
+                "--format",
+                "safetensors",
+                "--out",
+                "x.st",
+            ],
             "no such run folder",
         ),
         (
             vec![
-                "export", "--run", run_arg, "--format", "safetensors", "--out", "y.st",
-                "--reference", "r.json", "--reference-rows", "0",
+                "export",
+                "--run",
+                run_arg,
+                "--format",
+                "safetensors",
+                "--out",
+                "y.st",
+                "--reference",
+                "r.json",
+                "--reference-rows",
+                "0",
             ],
             "--reference-rows must be between 1 and",
         ),
     ] {
         let output = wm(&args);
         assert_eq!(output.status.code(), Some(1), "{args:?}");
-        assert!(stderr(&output).contains(want), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(want),
+            "{args:?}: {}",
+            stderr(&output)
+        );
         assert!(!std::path::Path::new("y.st").exists() && !std::path::Path::new("x.st").exists());
     }
 }

@@ -72,7 +72,15 @@ fn play_runs_the_trained_actor_reproducing_the_trainers_return_with_ascii_and_pn
     let run_arg = run.to_str().expect("utf-8");
     let seed = TRAINER_POLICY_SEED.to_string();
     let args = [
-        "play", "--run", run_arg, "--episodes", "2", "--seed", &seed, "--render", "ascii",
+        "play",
+        "--run",
+        run_arg,
+        "--episodes",
+        "2",
+        "--seed",
+        &seed,
+        "--render",
+        "ascii",
     ];
     let output = wm(&args);
     assert!(output.status.success(), "wm play: {}", stderr(&output));
@@ -100,10 +108,7 @@ fn play_runs_the_trained_actor_reproducing_the_trainers_return_with_ascii_and_pn
         steps.iter().all(|l| l.contains('[') && l.contains(']')),
         "{text}"
     );
-    let mean = format!(
-        "mean return {:.1}",
-        (episodes[0].1 + episodes[1].1) / 2.0
-    );
+    let mean = format!("mean return {:.1}", (episodes[0].1 + episodes[1].1) / 2.0);
     assert!(text.contains(&mean), "{mean} in {text}");
     // No exploration: playing again prints the same.
     assert_eq!(stdout(&wm(&args)), text, "wm play is deterministic");
@@ -111,18 +116,29 @@ fn play_runs_the_trained_actor_reproducing_the_trainers_return_with_ascii_and_pn
     // `wm eval` plays the same policy on the trainer's seeds.
     let output = wm(&["eval", "--run", run_arg, "--policy-episodes", "1"]);
     assert!(output.status.success(), "wm eval: {}", stderr(&output));
-    let want = format!(
-        "acting policy on the real environment: mean return {trainer_return:.1}"
+    let want = format!("acting policy on the real environment: mean return {trainer_return:.1}");
+    assert!(
+        stdout(&output).contains(&want),
+        "{want} in {}",
+        stdout(&output)
     );
-    assert!(stdout(&output).contains(&want), "{want} in {}", stdout(&output));
     assert_eq!(policy_return(&run), trainer_return);
 
     // PNG frames: one per step and one for the reset.
     let frames = tempfile::tempdir().expect("temp dir");
     let out = frames.path().join("frames");
     let output = wm(&[
-        "play", "--run", run_arg, "--episodes", "1", "--seed", &seed, "--render", "png",
-        "--out", out.to_str().expect("utf-8"),
+        "play",
+        "--run",
+        run_arg,
+        "--episodes",
+        "1",
+        "--seed",
+        &seed,
+        "--render",
+        "png",
+        "--out",
+        out.to_str().expect("utf-8"),
     ]);
     assert!(output.status.success(), "wm play png: {}", stderr(&output));
     let length = episodes[0].2;
@@ -149,7 +165,13 @@ fn play_acts_with_the_planner_of_a_planner_run() {
     let trainer_return = policy_return(&run);
     let seed = TRAINER_POLICY_SEED.to_string();
     let output = wm(&[
-        "play", "--run", run.to_str().expect("utf-8"), "--episodes", "1", "--seed", &seed,
+        "play",
+        "--run",
+        run.to_str().expect("utf-8"),
+        "--episodes",
+        "1",
+        "--seed",
+        &seed,
     ]);
     assert!(output.status.success(), "wm play: {}", stderr(&output));
     let text = stdout(&output);
@@ -182,7 +204,9 @@ fn play_refuses_bad_input_with_one_line_errors_and_writes_nothing() {
             "no such run folder",
         ),
         (
-            vec!["play", "--run", random_arg, "--render", "ascii", "--out", out_arg],
+            vec![
+                "play", "--run", random_arg, "--render", "ascii", "--out", out_arg,
+            ],
             "no trained policy to play",
         ),
         (
@@ -195,7 +219,12 @@ fn play_refuses_bad_input_with_one_line_errors_and_writes_nothing() {
         ),
         (
             vec![
-                "play", "--run", random_arg, "--render", "ascii", "--out",
+                "play",
+                "--run",
+                random_arg,
+                "--render",
+                "ascii",
+                "--out",
                 a_file.to_str().expect("utf-8"),
             ],
             "exists and is not a folder",
@@ -209,7 +238,10 @@ fn play_refuses_bad_input_with_one_line_errors_and_writes_nothing() {
         let output = wm(&args);
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
-        assert!(message.contains(want), "{args:?}: want {want:?} in {message}");
+        assert!(
+            message.contains(want),
+            "{args:?}: want {want:?} in {message}"
+        );
         assert_eq!(message.trim_end().lines().count(), 1, "{args:?}: {message}");
         assert!(!out.exists(), "{args:?} created {}", out.display());
     }

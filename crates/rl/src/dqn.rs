@@ -91,13 +91,17 @@ impl Batchable for Rows {
 
     fn unbatch(self) -> Vec<Self> {
         let [b, _] = self.0.dims();
-        (0..b).map(|i| Rows(self.0.clone().narrow(0, i, 1))).collect()
+        (0..b)
+            .map(|i| Rows(self.0.clone().narrow(0, i, 1)))
+            .collect()
     }
 }
 
 impl SliceAccess for Rows {
     fn zeros_like(sample: &Self, capacity: usize, device: &Device) -> Self {
-        Rows(<Tensor<2> as SliceAccess>::zeros_like(&sample.0, capacity, device))
+        Rows(<Tensor<2> as SliceAccess>::zeros_like(
+            &sample.0, capacity, device,
+        ))
     }
 
     fn select(self, dim: usize, indices: Tensor<1, Int>) -> Self {
@@ -203,7 +207,10 @@ impl Policy for DqnPolicy {
     }
 
     fn load_record(self, record: QNet) -> Self {
-        Self { net: record, ..self }
+        Self {
+            net: record,
+            ..self
+        }
     }
 }
 
@@ -252,10 +259,7 @@ impl PolicyLearner for DqnLearner {
     /// One update: `Q(s, a)` towards `r + gamma (1 - done) max_a' Q_target(s', a')` under the
     /// Huber loss (delta 1).
     fn train(&mut self, input: LearnerTransitionBatch<DqnPolicy>) -> RLTrainOutput<f32, DqnState> {
-        let target_q = self
-            .target
-            .forward(input.next_states.0.inner())
-            .max_dim(1);
+        let target_q = self.target.forward(input.next_states.0.inner()).max_dim(1);
         let y = (input.rewards.inner()
             + (input.dones.inner().neg().add_scalar(1.0) * target_q).mul_scalar(self.config.gamma))
         .autodiff();
@@ -333,12 +337,7 @@ pub struct DqnRun {
 /// Trains `learner` for `steps` steps of `env` (discrete actions `0..n`): epsilon-greedy
 /// acting with the learner's newest policy, every transition into a burn-rl
 /// [`TransitionBuffer`], one update per step after `warmup` steps. `seed` drives exploration.
-pub fn run_dqn<E>(
-    env: &mut E,
-    learner: &mut DqnLearner,
-    steps: usize,
-    seed: u64,
-) -> DqnRun
+pub fn run_dqn<E>(env: &mut E, learner: &mut DqnLearner, steps: usize, seed: u64) -> DqnRun
 where
     E: Environment<State = Obs, Action = Action>,
 {
@@ -467,7 +466,11 @@ mod tests {
         );
         let run = run_dqn(&mut imagined, &mut learner, 300, 1);
         assert_eq!(run.steps, 300);
-        assert_eq!(run.updates, 300 - 31, "one update per step from the warm-up on");
+        assert_eq!(
+            run.updates,
+            300 - 31,
+            "one update per step from the warm-up on"
+        );
         assert_eq!(learner.updates(), run.updates);
         assert!(run.losses.iter().all(|l| l.is_finite()), "{:?}", run.losses);
         assert!(
@@ -486,9 +489,16 @@ mod tests {
             "the TD loss diverged: {last:?}"
         );
         let q = |net: &QNet| -> Vec<f32> {
-            net.forward(probe.clone()).into_data().try_to_vec().expect("f32")
+            net.forward(probe.clone())
+                .into_data()
+                .try_to_vec()
+                .expect("f32")
         };
-        assert_ne!(q(&before), q(&learner.record()), "the updates change the Q-network");
+        assert_ne!(
+            q(&before),
+            q(&learner.record()),
+            "the updates change the Q-network"
+        );
 
         // The record round-trips through a fresh learner (burn-rl's load_record).
         let restored = DqnLearner::new(
@@ -551,13 +561,29 @@ mod tests {
             TensorData::new(vec![0.1f32, -0.3, 0.2, 0.5], [1, 4]),
             &device,
         ));
-        let q: Vec<f32> = policy.forward(obs.clone()).0.into_data().try_to_vec().expect("f32");
+        let q: Vec<f32> = policy
+            .forward(obs.clone())
+            .0
+            .into_data()
+            .try_to_vec()
+            .expect("f32");
         let best = if q[1] > q[0] { 1.0 } else { 0.0 };
         let (greedy, _) = policy.action(obs.clone(), true);
-        assert_eq!(greedy.0.into_data().try_to_vec::<f32>().expect("f32"), vec![best]);
+        assert_eq!(
+            greedy.0.into_data().try_to_vec::<f32>().expect("f32"),
+            vec![best]
+        );
         policy.epsilon = 1.0;
         let explored: Vec<f32> = (0..200)
-            .map(|_| policy.action(obs.clone(), false).0 .0.into_data().try_to_vec::<f32>().expect("f32")[0])
+            .map(|_| {
+                policy
+                    .action(obs.clone(), false)
+                    .0
+                    .0
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32")[0]
+            })
             .collect();
         assert!(
             explored.contains(&0.0) && explored.contains(&1.0),

@@ -264,9 +264,12 @@ mod tests {
 
     #[test]
     fn real_env_refuses_an_unknown_name_and_a_limit_that_is_not_the_environments() {
-        let error = RealEnv::<100>::new("cartpole", 0).err().expect("a wrong limit");
+        let error = RealEnv::<100>::new("cartpole", 0)
+            .err()
+            .expect("a wrong limit");
         assert!(
-            error.to_string().contains("truncated at Some(500) steps") && error.to_string().contains("MAX_STEPS is 100"),
+            error.to_string().contains("truncated at Some(500) steps")
+                && error.to_string().contains("MAX_STEPS is 100"),
             "{error}"
         );
         let error = RealCartPole::new("nope", 0).err().expect("an unknown env");
@@ -291,14 +294,9 @@ mod tests {
         let device = wm_backend::test_device();
         let model = tiny_cvae(&device);
         let start = vec![0.01f32, -0.02, 0.03, 0.0];
-        let mut env = ImaginedEnv::<_, 3>::new(
-            model.clone(),
-            vec![start.clone()],
-            false,
-            0,
-            device.clone(),
-        )
-        .expect("valid starts");
+        let mut env =
+            ImaginedEnv::<_, 3>::new(model.clone(), vec![start.clone()], false, 0, device.clone())
+                .expect("valid starts");
         assert_eq!(env.state(), Obs(start.clone()));
         // The same steps as the model's own batched environment, central predictions.
         let mut reference = ModelEnv::new(model, false);
@@ -328,10 +326,18 @@ mod tests {
     fn imagined_env_refuses_missing_or_misshapen_start_states() {
         let device = wm_backend::test_device();
         let none = ImaginedCartPole::new(tiny_cvae(&device), vec![], false, 0, device.clone());
-        assert!(none.err().expect("no starts").to_string().contains("none given"));
+        assert!(
+            none.err()
+                .expect("no starts")
+                .to_string()
+                .contains("none given")
+        );
         let narrow =
             ImaginedCartPole::new(tiny_cvae(&device), vec![vec![0.0; 3]], false, 0, device);
         let error = narrow.err().expect("width 3");
-        assert!(error.to_string().contains("width 3") && error.to_string().contains("4 wide"), "{error}");
+        assert!(
+            error.to_string().contains("width 3") && error.to_string().contains("4 wide"),
+            "{error}"
+        );
     }
 }

@@ -15,9 +15,7 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
-use burn_store::{
-    BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
-};
+use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -111,8 +109,14 @@ impl NormalizerTensors {
             obs_std: values(&self.obs_std),
             delta_mean: values(&self.delta_mean),
             delta_std: values(&self.delta_std),
-            reward_mean: values(&self.reward_mean).first().copied().unwrap_or(f32::NAN),
-            reward_std: values(&self.reward_std).first().copied().unwrap_or(f32::NAN),
+            reward_mean: values(&self.reward_mean)
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN),
+            reward_std: values(&self.reward_std)
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN),
         }
     }
 }
@@ -299,7 +303,11 @@ pub fn reference_outputs(
     let (obs_t, action_t, z_t) = (tensor(&obs, o), tensor(&action, width), tensor(&z, latent));
     let rows2 = |t: Tensor<2>| -> Value {
         let [_, cols] = t.dims();
-        let flat = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        let flat = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
         Value::from(
             flat.chunks(cols.max(1))
                 .map(|row| row.to_vec())
@@ -307,7 +315,12 @@ pub fn reference_outputs(
         )
     };
     let rows1 = |t: Tensor<1>| -> Value {
-        Value::from(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default())
+        Value::from(
+            t.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default(),
+        )
     };
     let (delta_mean, delta_log_std, reward, term) =
         cvae.decode_latent(obs_t.clone(), action_t.clone(), z_t.clone());
@@ -372,11 +385,9 @@ mod tests {
             latent_dim: 2,
             ..CvaeConfig::default()
         };
-        let model = AnyModel::Transition(AnyTransitionModel::Cvae(config.init(
-            &spec,
-            normalizer,
-            device,
-        )));
+        let model = AnyModel::Transition(AnyTransitionModel::Cvae(
+            config.init(&spec, normalizer, device),
+        ));
         let bounds = wm_agent::PolicyBounds {
             min_std: 0.1,
             max_std: 1.0,
@@ -391,18 +402,18 @@ mod tests {
             TensorData::new(vec![0.5f32, -1.0, 2.0, 0.0, 0.3, -0.7], [2, 3]),
             device,
         );
-        let action =
-            Tensor::<2>::from_data(TensorData::new(vec![1.5f32, -0.5], [2, 1]), device);
+        let action = Tensor::<2>::from_data(TensorData::new(vec![1.5f32, -0.5], [2, 1]), device);
         let AnyModel::Transition(model) = &exported.model else {
             panic!("a one-step model")
         };
         let mean = model.mean_next(obs.clone(), action);
-        let features = exported.model.features(&exported.model.start(&Context::new(obs), false));
-        let wm_agent::PolicyDist::Normal { mean: actor_mean, std } = exported
-            .actor
-            .as_ref()
-            .expect("an actor")
-            .forward(features)
+        let features = exported
+            .model
+            .features(&exported.model.start(&Context::new(obs), false));
+        let wm_agent::PolicyDist::Normal {
+            mean: actor_mean,
+            std,
+        } = exported.actor.as_ref().expect("an actor").forward(features)
         else {
             panic!("a continuous actor")
         };
@@ -432,12 +443,22 @@ mod tests {
         let (fresh_model, fresh_actor) = cvae_and_actor(2, &device);
         let mut loaded = Exported::new(fresh_model, Some(fresh_actor), &device);
         let want = predictions(&original, &device);
-        assert_ne!(predictions(&loaded, &device), want, "the seeds give other weights");
+        assert_ne!(
+            predictions(&loaded, &device),
+            want,
+            "the seeds give other weights"
+        );
         loaded.load(&path).expect("load");
         assert_eq!(predictions(&loaded, &device), want);
         assert_eq!(
-            loaded.normalizer.as_ref().map(NormalizerTensors::to_normalizer),
-            original.normalizer.as_ref().map(NormalizerTensors::to_normalizer)
+            loaded
+                .normalizer
+                .as_ref()
+                .map(NormalizerTensors::to_normalizer),
+            original
+                .normalizer
+                .as_ref()
+                .map(NormalizerTensors::to_normalizer)
         );
         // Saving again over the file is refused: exports never overwrite.
         let again = original.save(&path, &[]).expect_err("the file exists");

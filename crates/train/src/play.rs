@@ -83,8 +83,8 @@ impl PlayableRun {
         }
         let checkpoint = Checkpoint::load(&run.checkpoint())?;
         let model = restore_model(&config, &checkpoint, device, &run)?;
-        let policy_net = restore_agent(&config, &checkpoint, &model, device, &run)?
-            .map(|agent| agent.policy());
+        let policy_net =
+            restore_agent(&config, &checkpoint, &model, device, &run)?.map(|agent| agent.policy());
         Ok(Self {
             config,
             model,

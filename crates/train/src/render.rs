@@ -156,8 +156,11 @@ pub fn png_frame(scene: Scene, obs: &[f32], caption: &str, path: &Path) -> Resul
             let px = |x: f64| (w / 2.0 + x * scale).round() as i32;
             let ground = (h * 0.75) as i32;
             let (x, theta) = (f64::from(obs[0]), f64::from(obs[2]));
-            root.draw(&PathElement::new(vec![(0, ground), (width as i32, ground)], BLACK))
-                .map_err(|e| fail(e.to_string()))?;
+            root.draw(&PathElement::new(
+                vec![(0, ground), (width as i32, ground)],
+                BLACK,
+            ))
+            .map_err(|e| fail(e.to_string()))?;
             for limit in [-f64::from(X_LIMIT), f64::from(X_LIMIT)] {
                 root.draw(&PathElement::new(
                     vec![(px(limit), ground - 6), (px(limit), ground + 6)],
@@ -168,7 +171,10 @@ pub fn png_frame(scene: Scene, obs: &[f32], caption: &str, path: &Path) -> Resul
             let (cart_w, cart_h) = (0.5 * scale, 0.3 * scale);
             let (cx, top) = (px(x), ground - cart_h as i32);
             root.draw(&Rectangle::new(
-                [(cx - (cart_w / 2.0) as i32, top), (cx + (cart_w / 2.0) as i32, ground)],
+                [
+                    (cx - (cart_w / 2.0) as i32, top),
+                    (cx + (cart_w / 2.0) as i32, ground),
+                ],
                 BLACK.filled(),
             ))
             .map_err(|e| fail(e.to_string()))?;
@@ -229,7 +235,10 @@ mod tests {
             &[2.4, 0.0, 0.1, 0.0],
             Some((&Action::Discrete(1), 1.0)),
         );
-        assert!(right.starts_with("t=   7 |......................................[/]| "), "{right}");
+        assert!(
+            right.starts_with("t=   7 |......................................[/]| "),
+            "{right}"
+        );
         assert!(right.ends_with("a=1 r=+1.000"), "{right}");
         let left = ascii_line(Scene::CartPole, 8, &[-9.0, 0.0, -0.1, 0.0], None);
         assert!(left.starts_with("t=   8 |[\\]....."), "{left}");
@@ -239,7 +248,10 @@ mod tests {
     fn pendulum_line_puts_the_bob_left_of_upright_for_positive_angles() {
         let upright = ascii_line(Scene::Pendulum, 0, &[1.0, 0.0, 0.0], None);
         // The bob covers the upright mark.
-        assert!(upright.contains("|....................o....................|"), "{upright}");
+        assert!(
+            upright.contains("|....................o....................|"),
+            "{upright}"
+        );
         let half = std::f32::consts::FRAC_PI_2;
         let left = ascii_line(
             Scene::Pendulum,
@@ -248,8 +260,14 @@ mod tests {
             Some((&Action::Continuous(vec![-1.5]), -2.0)),
         );
         // theta = pi/2: a quarter of the dial left of the middle (cell 10 of 0..40).
-        assert!(left.contains("|..........o.........^....................|"), "{left}");
-        assert!(left.ends_with("theta=+1.57 theta_dot=+0.50 a=-1.50 r=-2.000"), "{left}");
+        assert!(
+            left.contains("|..........o.........^....................|"),
+            "{left}"
+        );
+        assert!(
+            left.ends_with("theta=+1.57 theta_dot=+0.50 a=-1.50 r=-2.000"),
+            "{left}"
+        );
     }
 
     #[test]
