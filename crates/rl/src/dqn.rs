@@ -284,7 +284,7 @@ impl PolicyLearner for DqnLearner {
             .optimizer
             .step(self.config.lr, self.online.clone(), grads);
         self.updates += 1;
-        if self.updates % self.config.target_every.max(1) == 0 {
+        if self.updates.is_multiple_of(self.config.target_every.max(1)) {
             self.target = self.online.valid();
         }
         RLTrainOutput {
