@@ -31,6 +31,7 @@ if [[ "${WM_SKIP_TCH:-0}" == 1 ]]; then
     cargo clippy --workspace --all-targets --locked -- -D warnings
     echo "== (a) flex: cargo test --release --workspace --locked"
     cargo test --release --workspace --locked
+    echo "== SKIPPED: scripts/bench/export_torch.py --test (needs the .venv with PyTorch; WM_SKIP_TCH=1)"
     echo "== (a) done in $((SECONDS - started)) s; (b) libtorch skipped (WM_SKIP_TCH=1)"
     exit 0
 fi
@@ -47,6 +48,11 @@ cargo clippy "${features[@]}" --all-targets -- -D warnings
 echo "== (a) every test, tensors on flex: cargo test --features tch"
 cargo test "${features[@]}"
 echo "== (a) done in $((SECONDS - started)) s"
+
+# `cargo test` built target/release/wm (the integration tests run it). The PyTorch twins load a
+# `wm export` file and must predict what Rust does within 1e-5 (trains two tiny runs first).
+echo "== the safetensors export in PyTorch: scripts/bench/export_torch.py --test"
+.venv/bin/python scripts/bench/export_torch.py --test --wm target/release/wm
 
 echo "== (b) the library crates' tests again with tensors on libtorch (WM_TEST_DEVICE=tch-cpu)"
 # --lib --tests: unit and integration tests (the doc examples ran in (a)). The CLI tests

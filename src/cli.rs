@@ -32,6 +32,14 @@ pub enum Command {
     Eval(EvalArgs),
     /// Draw imagined against real trajectories for a few held-out episodes (PNG, also sent to TensorBoard).
     Plot(PlotArgs),
+    /// Run a trained run's acting policy (its actor, or its planner over the trained model, as
+    /// its config says; no exploration) on the real environment: per-episode returns and lengths
+    /// and their mean, and optionally a rendering of each step (ASCII lines or PNG frames).
+    Play(PlayArgs),
+    /// Write a run's weights to a file other tools read: the world model, the actor network
+    /// (when the run trained one) and the normaliser's statistics, as safetensors in PyTorch's
+    /// layout (tensor names and shapes per model kind: docs/export.md).
+    Export(ExportArgs),
     /// Show the devices this build supports and check that one works (a tiny forward and backward pass).
     Device(DeviceArgs),
     /// Check a run's replay files, or keep the intact part of a corrupt one.
@@ -323,6 +331,74 @@ pub struct EvalArgs {
     /// default is skipped with a note.
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+    /// Real episodes played with the run's acting policy (its actor, or its planner) for the
+    /// mean return, on the seeds of the trainer's policy evaluation; default: the config's
+    /// eval.policy_episodes, or 5 when that is 0. 0 skips them; a run that acted randomly has none.
+    #[arg(long)]
+    pub policy_episodes: Option<usize>,
+}
+
+/// How `wm play` renders the episodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderKind {
+    /// One line per step: the cart on its track with the pole, or the pendulum's dial, and the
+    /// numbers (stdout, or one episode_NNN.txt per episode under --out).
+    Ascii,
+    /// One PNG frame per step, episode_NNN_step_NNNN.png under --out (CartPole and Pendulum
+    /// variants only).
+    Png,
+}
+
+/// Arguments of `wm play`.
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    /// The run folder (its config, checkpoint and, for the actor policy, the trained actor).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: std::path::PathBuf,
+    /// Episodes to play.
+    #[arg(long, default_value_t = 5)]
+    pub episodes: usize,
+    /// Reset seed of the first episode (the next ones use seed + 1, seed + 2, ...).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Render each step.
+    #[arg(long, value_enum)]
+    pub render: Option<RenderKind>,
+    /// Folder for the rendering (created; needed for `--render png`).
+    #[arg(long, value_name = "DIR", requires = "render")]
+    pub out: Option<std::path::PathBuf>,
+    /// Device to run the model and the actor on.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// File formats of `wm export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// safetensors (Hugging Face), written with burn-store; `torch.nn.Linear` takes the weights
+    /// as they are.
+    Safetensors,
+}
+
+/// Arguments of `wm export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder (its config and checkpoint).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: std::path::PathBuf,
+    /// The file format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Output file (must not exist); default RUN_DIR/export.safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+    /// Also write the exported cVAE's (and actor's) predictions for seeded inputs as JSON to
+    /// FILE, to check another implementation's loader against (scripts/bench/export_torch.py).
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<std::path::PathBuf>,
+    /// Input rows of --reference.
+    #[arg(long, default_value_t = 16, requires = "reference")]
+    pub reference_rows: usize,
 }
 
 /// Arguments of `wm plot`.

@@ -5,6 +5,8 @@ pub(crate) mod bench_acting;
 pub(crate) mod bench_estimators;
 mod device;
 mod env;
+mod export;
+mod play;
 mod replay;
 mod solve;
 mod train;
@@ -26,6 +28,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Plot(args) => train::plot(&args),
+        Command::Play(args) => play::play(&args),
+        Command::Export(args) => export::export(&args),
         Command::Device(args) => device::check(&args),
         Command::Replay(ReplayCommand::Check(args)) => replay::check(&args),
         Command::Replay(ReplayCommand::Recover(args)) => replay::recover(&args),

@@ -141,7 +141,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let report = evaluate_any(&model, &eval_buffer, &options, update, &device);
+    // Played first: a bad --policy-episodes fails before the (longer) held-out evaluation.
+    let played = policy_return(args, &config, &device)?;
+    let mut report = evaluate_any(&model, &eval_buffer, &options, update, &device);
+    if let Some((ret, length)) = played {
+        (report.policy_return, report.policy_episode_length) = (Some(ret), Some(length));
+    }
     let path = args
         .out
         .clone()
@@ -166,6 +171,48 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         print!("{}", report.compare_table(&theirs));
     }
     Ok(())
+}
+
+/// The mean return and length of the run's acting policy (its actor, or its planner over the
+/// model) on `--policy-episodes` real episodes, on the seeds the trainer's policy evaluation
+/// uses; `None` for a run that acted randomly (an error if episodes were asked for) or 0 episodes.
+fn policy_return(
+    args: &EvalArgs,
+    config: &wm_train::TrainConfig,
+    device: &wm_backend::Device,
+) -> anyhow::Result<Option<(f64, f64)>> {
+    let episodes = args
+        .policy_episodes
+        .unwrap_or(if config.eval.policy_episodes > 0 {
+            config.eval.policy_episodes
+        } else {
+            5
+        });
+    if episodes == 0 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        episodes <= 100_000,
+        "--policy-episodes must be at most 100000, got {episodes}"
+    );
+    if matches!(config.data.policy, wm_train::config::CollectPolicy::Random) {
+        anyhow::ensure!(
+            args.policy_episodes.is_none(),
+            "--policy-episodes: run {} acts with random actions (data.policy: Random): it has no trained policy",
+            args.run.display()
+        );
+        return Ok(None);
+    }
+    let run = wm_train::play::PlayableRun::load(&args.run, device)
+        .with_context(|| format!("loading the acting policy of run {}", args.run.display()))?;
+    let returns = wm_train::trainer::policy_returns(
+        &run.model,
+        run.policy_net.as_ref(),
+        &run.config,
+        episodes,
+        device,
+    )?;
+    Ok(Some(returns))
 }
 
 pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {

@@ -7,8 +7,10 @@ mod config_walk;
 mod device;
 mod ensemble;
 mod env;
+mod export;
 mod faults;
 mod nonfinite;
+mod play;
 mod resume;
 mod rssm_learning;
 #[cfg(feature = "tch")]

@@ -229,6 +229,49 @@ pub fn evaluate_policy(
     seed: u64,
     device: &Device,
 ) -> Result<Vec<(f64, usize)>, wm_envs::EnvError> {
+    evaluate_policy_watched(
+        model,
+        policy_net,
+        env_name,
+        policy,
+        episodes,
+        seed,
+        device,
+        &mut |_| {},
+    )
+}
+
+/// One real step of an evaluation episode, as [`evaluate_policy_watched`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchedStep<'a> {
+    /// The episode's index (0-based).
+    pub episode: usize,
+    /// The step within the episode: 0 is the first observation, before any action.
+    pub t: usize,
+    /// The observation at step `t`.
+    pub obs: &'a [f32],
+    /// The action that led to `obs` and the reward it earned (`None` at `t == 0`).
+    pub taken: Option<(&'a Action, f64)>,
+    /// Whether the episode ended at `obs` (terminated or truncated).
+    pub done: bool,
+}
+
+/// [`evaluate_policy`], calling `watch` with each episode's first observation and then with
+/// every real step (rendering in `wm play`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "evaluate_policy's arguments and the watcher"
+)]
+pub fn evaluate_policy_watched(
+    model: &AnyModel,
+    policy_net: Option<&wm_agent::Actor>,
+    env_name: &str,
+    policy: &CollectPolicy,
+    episodes: usize,
+    seed: u64,
+    device: &Device,
+    watch: &mut dyn FnMut(WatchedStep<'_>),
+) -> Result<Vec<(f64, usize)>, wm_envs::EnvError> {
     let mut env = wm_envs::make(env_name)?;
     let mut actor = ActingPolicy::new(
         policy,
@@ -241,6 +284,13 @@ pub fn evaluate_policy(
     let mut results = Vec::with_capacity(episodes);
     for episode in 0..episodes {
         let obs = env.reset(Some(seed.wrapping_add(episode as u64)));
+        watch(WatchedStep {
+            episode,
+            t: 0,
+            obs: &obs,
+            taken: None,
+            done: false,
+        });
         actor.reset(&obs);
         let (mut total, mut length) = (0.0, 0);
         loop {
@@ -248,8 +298,16 @@ pub fn evaluate_policy(
             let step = env.step(&action)?;
             total += step.reward;
             length += 1;
+            let done = step.terminated || step.truncated;
+            watch(WatchedStep {
+                episode,
+                t: length,
+                obs: &step.obs,
+                taken: Some((&action, step.reward)),
+                done,
+            });
             actor.observe(&action, &step.obs);
-            if step.terminated || step.truncated {
+            if done {
                 break;
             }
         }

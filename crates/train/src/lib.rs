@@ -7,7 +7,8 @@
 //! (global-norm clipping), [`eval`] (held-out metrics, one protocol for every model; [`eval_model`] holds what differs per model class, [`metrics`] the arithmetic), [`checkpoint`] (one atomic,
 //! checksummed file), [`scores`] (sample-based scores for stochastic dynamics: energy score,
 //! MMD, mode coverage, the NLL floor), [`logging`] and [`tensorboard`] (event files), [`plot`] (imagined
-//! against real trajectories), [`error`].
+//! against real trajectories), [`export`] (weights as safetensors), [`play`] (a finished run's acting policy on the real
+//! environment) and [`render`] (its episodes as ASCII or PNG frames), [`error`].
 
 #![warn(missing_docs)]
 
@@ -18,12 +19,15 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod eval_model;
+pub mod export;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod play;
 pub mod plot;
+pub mod render;
 pub mod run;
 pub mod scores;
 pub mod solve;

@@ -95,39 +95,7 @@ impl Learner {
             .rng
             .restore()
             .ok_or_else(|| fail("the checkpoint's RNG state is unreadable".into()))?;
-        let agent = match (&config.data.policy, &checkpoint.meta.agent_state) {
-            (CollectPolicy::Actor(agent_config), Some(state)) => {
-                let bytes = AgentBytes {
-                    nets: checkpoint.agent.nets.clone(),
-                    optimizer: checkpoint.agent.optimizer.clone(),
-                    state: state.to_string(),
-                };
-                let agent = ActorCritic::from_bytes(
-                    agent_config,
-                    model.feature_dim(),
-                    TrainableModel::action_spec(&model),
-                    device,
-                    &bytes,
-                )
-                .map_err(|error| {
-                    fail(format!(
-                        "the checkpoint's actor-critic does not fit data.policy: {error}"
-                    ))
-                })?;
-                Some(agent)
-            }
-            (CollectPolicy::Actor(_), None) => {
-                return Err(fail(
-                    "config.ron acts with an actor but the checkpoint holds no actor-critic".into(),
-                ));
-            }
-            (_, Some(_)) => {
-                return Err(fail(
-                    "the checkpoint holds an actor-critic but config.ron acts without one".into(),
-                ));
-            }
-            (_, None) => None,
-        };
+        let agent = restore_agent(config, checkpoint, &model, device, run)?;
         Ok(Self {
             model,
             optimizer,
@@ -206,6 +174,51 @@ impl Learner {
         };
         checkpoint.save_atomic(&run.checkpoint())?;
         Ok(())
+    }
+}
+
+/// The actor-critic saved in `checkpoint` (`None` when `config` acts without one), for `model`'s
+/// features, on `device` (autodiff to train it, plain to act with it).
+///
+/// # Errors
+/// [`TrainError::Run`] when the config and the checkpoint disagree on whether there is an
+/// actor-critic, or the saved networks do not fit `data.policy`.
+pub fn restore_agent(
+    config: &TrainConfig,
+    checkpoint: &Checkpoint,
+    model: &AnyModel,
+    device: &Device,
+    run: &RunFolder,
+) -> Result<Option<ActorCritic>, TrainError> {
+    let fail = run_error(run);
+    match (&config.data.policy, &checkpoint.meta.agent_state) {
+        (CollectPolicy::Actor(agent_config), Some(state)) => {
+            let bytes = AgentBytes {
+                nets: checkpoint.agent.nets.clone(),
+                optimizer: checkpoint.agent.optimizer.clone(),
+                state: state.to_string(),
+            };
+            let agent = ActorCritic::from_bytes(
+                agent_config,
+                model.feature_dim(),
+                TrainableModel::action_spec(model),
+                device,
+                &bytes,
+            )
+            .map_err(|error| {
+                fail(format!(
+                    "the checkpoint's actor-critic does not fit data.policy: {error}"
+                ))
+            })?;
+            Ok(Some(agent))
+        }
+        (CollectPolicy::Actor(_), None) => Err(fail(
+            "config.ron acts with an actor but the checkpoint holds no actor-critic".into(),
+        )),
+        (_, Some(_)) => Err(fail(
+            "the checkpoint holds an actor-critic but config.ron acts without one".into(),
+        )),
+        (_, None) => Ok(None),
     }
 }
 

@@ -546,10 +546,12 @@ fn evaluate_policy_and_log(
     env_steps: u64,
     device: &Device,
 ) -> Result<(f64, f64), TrainError> {
+    let policy_net = learner.agent.as_ref().map(ActorCritic::policy);
     let (mean_return, mean_length) = policy_returns(
         &learner.model.valid(),
-        learner.agent.as_ref(),
+        policy_net.as_ref(),
         config,
+        config.eval.policy_episodes,
         device,
     )?;
     tensorboard.scalar("eval/return", mean_return, env_steps);
@@ -557,22 +559,24 @@ fn evaluate_policy_and_log(
     Ok((mean_return, mean_length))
 }
 
-/// Mean return and length of `eval.policy_episodes` real episodes with the acting policy over
-/// `model` (held-out seeds, no exploration).
-fn policy_returns(
+/// Mean return and length of `episodes` real episodes (the trainer: `eval.policy_episodes`)
+/// with `config`'s acting policy over `model` and, for the actor policy, `policy_net` (no
+/// exploration), on the seeds the trainer's policy evaluation uses (`config.seed + 2 *
+/// EVAL_SEED_OFFSET` on), so `wm eval` reproduces the run's `eval/return`.
+pub fn policy_returns(
     model: &AnyModel,
-    agent: Option<&ActorCritic>,
+    policy_net: Option<&wm_agent::Actor>,
     config: &TrainConfig,
+    episodes: usize,
     device: &Device,
 ) -> Result<(f64, f64), TrainError> {
     let seed = config.seed.wrapping_add(2 * EVAL_SEED_OFFSET);
-    let policy_net = agent.map(ActorCritic::policy);
     let results = crate::acting::evaluate_policy(
         model,
-        policy_net.as_ref(),
+        policy_net,
         &config.env,
         &config.data.policy,
-        config.eval.policy_episodes,
+        episodes,
         seed,
         device,
     )
