@@ -242,7 +242,11 @@ pub struct BenchOpsArgs {
     pub device: String,
     /// Operations to time, comma-separated: `silu`, `sigmoid`, `tanh`, `softplus`, `gru_gate`
     /// (the GRU gate takes `[rows, 3 cols]` pre-activations and a `[rows, cols]` state).
-    #[arg(long, value_delimiter = ',', default_value = "silu,sigmoid,tanh,softplus,gru_gate")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "silu,sigmoid,tanh,softplus,gru_gate"
+    )]
     pub ops: Vec<String>,
     /// Print one JSON object per row instead of a table.
     #[arg(long)]

@@ -33,7 +33,11 @@ fn apply_unary(x: FlexTensor, kernel: Unary) -> FlexTensor {
 }
 
 /// `grad *= f(kept)` element-wise for a backward pass, in place when `grad` is not shared.
-fn apply_backward(kept: FlexTensor, grad: FlexTensor, kernel: fn(&[f32], &mut [f32])) -> FlexTensor {
+fn apply_backward(
+    kept: FlexTensor,
+    grad: FlexTensor,
+    kernel: fn(&[f32], &mut [f32]),
+) -> FlexTensor {
     assert_same_shape("backward", &kept, &grad);
     let kept = dense(kept);
     let mut grad = dense(grad);

@@ -711,7 +711,11 @@ mod tests {
             .step_by(1009)
             .map(f32::from_bits)
             .collect();
-        input.extend((0..=(1u32 << 23)).step_by(7).map(|i| 1.0 + i as f32 / (1u32 << 23) as f32));
+        input.extend(
+            (0..=(1u32 << 23))
+                .step_by(7)
+                .map(|i| 1.0 + i as f32 / (1u32 << 23) as f32),
+        );
         let output: Vec<f32> = input.iter().map(|&x| ln_lane(x)).collect();
         let (ulp, at) = max_ulp(&input, &output, f64::ln);
         eprintln!("ln over {} points: max {ulp} ulp (at {at})", input.len());
@@ -727,7 +731,16 @@ mod tests {
         let (ulp, at) = max_ulp(&input, &output, f64::tanh);
         eprintln!("tanh over {} points: max {ulp} ulp (at {at})", input.len());
         assert!(ulp <= 2, "{ulp} ulp at {at}");
-        let special = [0.0, -0.0, 1e-30, 9.5, -9.5, 1e30, f32::INFINITY, f32::NEG_INFINITY];
+        let special = [
+            0.0,
+            -0.0,
+            1e-30,
+            9.5,
+            -9.5,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
         let mut out = [0.0; 8];
         tanh_slice(&special, &mut out);
         assert_eq!(out, [0.0, -0.0, 1e-30, 1.0, -1.0, 1.0, 1.0, -1.0]);
@@ -755,7 +768,11 @@ mod tests {
         let mut sig = [0.0; 4];
         softplus_keeping_sigmoid(&special, &mut out, &mut sig);
         assert_eq!([out[0], out[1], out[3]], [f32::INFINITY, 0.0, 0.0]);
-        assert!(ulp_distance(out[2], std::f32::consts::LN_2) <= 1, "{}", out[2]);
+        assert!(
+            ulp_distance(out[2], std::f32::consts::LN_2) <= 1,
+            "{}",
+            out[2]
+        );
         assert_eq!(sig, [1.0, 0.0, 0.5, 0.0]);
         let (v, s) = softplus_sigmoid_lane(f32::NAN);
         assert!(v.is_nan() && s.is_nan());
@@ -780,8 +797,14 @@ mod tests {
         let width = 37;
         let rows = 3 * n / (3 * width) / 3;
         let parts: Vec<f32> = input[..3 * rows * width].iter().map(|x| x * 0.1).collect();
-        let h: Vec<f32> = input[..rows * width].iter().map(|x| (x * 0.01).sin()).collect();
-        let grad: Vec<f32> = input[rows * width..2 * rows * width].iter().map(|x| x.cos()).collect();
+        let h: Vec<f32> = input[..rows * width]
+            .iter()
+            .map(|x| (x * 0.01).sin())
+            .collect();
+        let grad: Vec<f32> = input[rows * width..2 * rows * width]
+            .iter()
+            .map(|x| x.cos())
+            .collect();
         let run = |dispatch: bool| {
             let mut out = vec![0.0; rows * width];
             let mut gates = vec![0.0; 3 * rows * width];
@@ -796,7 +819,10 @@ mod tests {
             (out, gates, dh)
         };
         let (a, b) = (run(false), run(true));
-        assert!(same(&a.0, &b.0) && same(&a.1, &b.1) && same(&a.2, &b.2), "gru gate");
+        assert!(
+            same(&a.0, &b.0) && same(&a.1, &b.1) && same(&a.2, &b.2),
+            "gru gate"
+        );
     }
 
     #[test]
@@ -805,19 +831,27 @@ mod tests {
         let parts: Vec<f32> = (0..3 * rows * width)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.09)
             .collect();
-        let h: Vec<f32> = (0..rows * width).map(|i| ((i * 11 % 23) as f32 - 11.0) * 0.08).collect();
-        let grad: Vec<f32> = (0..rows * width).map(|i| 1.0 - (i % 5) as f32 * 0.4).collect();
+        let h: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 11 % 23) as f32 - 11.0) * 0.08)
+            .collect();
+        let grad: Vec<f32> = (0..rows * width)
+            .map(|i| 1.0 - (i % 5) as f32 * 0.4)
+            .collect();
         let shift = 1.0f32;
         let mut out = vec![0.0; rows * width];
         let mut no_gates = vec![0.0; rows * width];
         gru_gate(&parts, &h, shift, width, &mut no_gates, &mut []);
         let mut gates = vec![0.0; 3 * rows * width];
         gru_gate(&parts, &h, shift, width, &mut out, &mut gates);
-        assert_eq!(out, no_gates, "keeping the gates must not change the output");
+        assert_eq!(
+            out, no_gates,
+            "keeping the gates must not change the output"
+        );
         let mut dh = grad.clone();
         gru_gate_backward(&parts, &h, width, &mut gates, &mut dh);
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-        let close = |got: f32, want: f64| (f64::from(got) - want).abs() <= 2e-6 * want.abs().max(1.0);
+        let close =
+            |got: f32, want: f64| (f64::from(got) - want).abs() <= 2e-6 * want.abs().max(1.0);
         for b in 0..rows {
             for j in 0..width {
                 let p = |k: usize| f64::from(parts[b * 3 * width + k * width + j]);
@@ -825,9 +859,16 @@ mod tests {
                 let r = sig(p(0));
                 let t = (r * p(1)).tanh();
                 let u = sig(p(2) - f64::from(shift));
-                assert!(close(out[b * width + j], hj + u * (t - hj)), "output {b} {j}");
+                assert!(
+                    close(out[b * width + j], hj + u * (t - hj)),
+                    "output {b} {j}"
+                );
                 let dq = g * u * (1.0 - t * t);
-                let want = [dq * p(1) * r * (1.0 - r), dq * r, g * (t - hj) * u * (1.0 - u)];
+                let want = [
+                    dq * p(1) * r * (1.0 - r),
+                    dq * r,
+                    g * (t - hj) * u * (1.0 - u),
+                ];
                 for (k, w) in want.iter().enumerate() {
                     let got = gates[b * 3 * width + k * width + j];
                     assert!(close(got, *w), "d parts[{k}] at {b} {j}: {got} against {w}");
