@@ -117,9 +117,10 @@ pub enum BenchCommand {
     /// scripts/bench/{cvae,rssm}_torch.py, the same models in PyTorch (scripts/bench/models.sh
     /// runs both sides).
     Update(BenchUpdateArgs),
-    /// Time of single tensor operations, fused (crates/kernels) against burn's composed version
-    /// on the same device: SiLU's forward pass alone and forward plus backward, alternating the
-    /// two versions in rounds so that both see the same machine load.
+    /// Time of single tensor operations, fused (crates/kernels: SiLU, sigmoid, tanh, softplus,
+    /// the GRU gate) against their composed versions on the same device: the forward pass alone
+    /// and forward plus backward, alternating the two versions in rounds so that both see the
+    /// same machine load.
     Ops(BenchOpsArgs),
     /// Throughput of `wm train`'s rollout/learner pipeline with 1 and 2 workers, and of the
     /// single-threaded collect-then-train loop (the lock-step mode), at a learner-bound and a
@@ -244,9 +245,17 @@ pub struct BenchOpsArgs {
     /// rounds is reported.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Device: `cpu`, `tch-cpu`, `cuda[:N]` (off flex both versions are burn's composed SiLU).
+    /// Device: `cpu`, `tch-cpu`, `cuda[:N]` (off flex both versions are the composed ones).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Operations to time, comma-separated: `silu`, `sigmoid`, `tanh`, `softplus`, `gru_gate`
+    /// (the GRU gate takes `[rows, 3 cols]` pre-activations and a `[rows, cols]` state).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "silu,sigmoid,tanh,softplus,gru_gate"
+    )]
+    pub ops: Vec<String>,
     /// Print one JSON object per row instead of a table.
     #[arg(long)]
     pub json: bool,

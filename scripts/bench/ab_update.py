@@ -2,7 +2,10 @@
 """A/B of two `wm` binaries on `wm bench update`, alternating them in rounds so that both see the
 same machine load (BENCHMARKS.md, "Fused SiLU on flex").
 
-usage: ab_update.py BEFORE_WM AFTER_WM MODEL ROUNDS STEPS THREADS
+usage: ab_update.py BEFORE_WM AFTER_WM MODEL ROUNDS STEPS THREADS [WM BENCH UPDATE ARGS...]
+
+Extra arguments go to `wm bench update` unchanged (for the RSSM rows of models.sh:
+`--batch 16 --seq-len 50 --hidden 200`).
 
 Per run it records the median wall time per update (`--json`) and the CPU time per update of the
 whole process (user + system, from getrusage, divided by warm-up + timed updates), which moves
@@ -18,6 +21,7 @@ import sys
 
 before, after, model = sys.argv[1], sys.argv[2], sys.argv[3]
 rounds, steps, threads = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+extra = sys.argv[7:]
 warmup = 20 if model == "cvae" else 3
 rows = {"before": [], "after": []}
 for round_idx in range(rounds):
@@ -25,7 +29,7 @@ for round_idx in range(rounds):
         start = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(
             [binary, "bench", "update", "--model", model, "--steps", str(steps),
-             "--warmup", str(warmup), "--json"],
+             "--warmup", str(warmup), "--json", *extra],
             env={**os.environ, "RAYON_NUM_THREADS": threads},
             capture_output=True, text=True, check=True,
         ).stdout

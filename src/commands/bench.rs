@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -253,81 +254,137 @@ struct OpBenchResult {
     speedup: f64,
 }
 
-/// `wm bench ops`: fused SiLU (`wm_kernels::silu`) against burn's composed SiLU, forward only
-/// (no autodiff) and forward plus backward (autodiff, upstream gradient of ones).
+/// The operations of `wm bench ops`: name, fused version, composed version. Each takes an input
+/// and a state; only the GRU gate reads the state.
+type BenchOp = fn(Tensor<2>, Tensor<2>) -> Tensor<2>;
+const BENCH_OPS: [(&str, BenchOp, BenchOp); 5] = [
+    (
+        "silu",
+        |x, _| wm_kernels::silu(x),
+        |x, _| wm_kernels::silu_composed(x),
+    ),
+    (
+        "sigmoid",
+        |x, _| wm_kernels::sigmoid(x),
+        |x, _| wm_kernels::sigmoid_composed(x),
+    ),
+    (
+        "tanh",
+        |x, _| wm_kernels::tanh(x),
+        |x, _| wm_kernels::tanh_composed(x),
+    ),
+    (
+        "softplus",
+        |x, _| wm_kernels::softplus(x),
+        |x, _| wm_kernels::softplus_composed(x),
+    ),
+    (
+        "gru_gate",
+        |parts, h| wm_kernels::gru_gate(parts, h, 1.0),
+        |parts, h| wm_kernels::gru_gate_composed(parts, h, 1.0),
+    ),
+];
+
+/// `wm bench ops`: each fused operation of `wm_kernels` against its composed version, forward
+/// only (no autodiff) and forward plus backward (autodiff, upstream gradient of ones).
 pub fn ops(args: &BenchOpsArgs) -> anyhow::Result<()> {
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::Distribution;
 
     anyhow::ensure!(
         args.rows > 0 && args.cols > 0 && args.rounds > 0 && args.steps > 0,
         "--rows, --cols, --rounds and --steps must be positive"
     );
+    let known: Vec<&str> = BENCH_OPS.iter().map(|(name, ..)| *name).collect();
+    for op in &args.ops {
+        anyhow::ensure!(
+            known.contains(&op.as_str()),
+            "--ops: unknown operation `{op}` (known: {})",
+            known.join(", ")
+        );
+    }
     let spec: wm_backend::DeviceSpec = args.device.parse()?;
     let device = spec.init()?;
     device.seed(0);
-    let shape = [args.rows, args.cols];
-    // Standard normal inputs, the typical range of a hidden layer's pre-activations.
-    let x_plain = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-    let x_autodiff = Tensor::<2>::from_data(x_plain.to_data(), &device.clone().autodiff());
+    let autodiff = device.clone().autodiff();
+    for (name, fused_op, composed_op) in BENCH_OPS {
+        if !args.ops.iter().any(|op| op == name) {
+            continue;
+        }
+        let gate = name == "gru_gate";
+        let shape = [args.rows, if gate { 3 * args.cols } else { args.cols }];
+        // Standard normal inputs, the typical range of a hidden layer's pre-activations; a
+        // state in (-1, 1) for the GRU gate.
+        let x_plain = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let h_plain = Tensor::<2>::random(
+            [args.rows, args.cols],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let x_autodiff = Tensor::<2>::from_data(x_plain.to_data(), &autodiff);
+        let h_autodiff = Tensor::<2>::from_data(h_plain.to_data(), &autodiff);
 
-    type Silu = fn(Tensor<2>) -> Tensor<2>;
-    let forward = |silu: Silu| {
-        // The input is shared with `x_plain`, so neither version may overwrite it in place.
-        let y = silu(x_plain.clone());
-        let _ = y.into_data();
-    };
-    let forward_backward = |silu: Silu| {
-        let x = x_autodiff.clone().require_grad();
-        let grads = silu(x.clone()).backward();
-        let dx = x.grad(&grads).expect("x requires grad");
-        let _ = dx.into_data();
-    };
-    let passes: [(&'static str, &dyn Fn(Silu)); 2] = [
-        ("forward", &forward),
-        ("forward+backward", &forward_backward),
-    ];
-    for (pass, run) in passes {
-        let versions: [Silu; 2] = [wm_kernels::silu, wm_kernels::silu_composed];
-        let mut times_us = [Vec::new(), Vec::new()];
-        for _ in 0..args.rounds {
-            for (version, times) in versions.iter().zip(times_us.iter_mut()) {
-                run(*version);
-                for _ in 0..args.steps {
-                    let start = Instant::now();
+        let forward = |op: BenchOp| {
+            // The inputs are shared with `x_plain`, so no version may overwrite them in place.
+            let y = op(x_plain.clone(), h_plain.clone());
+            let _ = y.into_data();
+        };
+        let forward_backward = |op: BenchOp| {
+            let x = x_autodiff.clone().require_grad();
+            let h = h_autodiff.clone().require_grad();
+            let grads = op(x.clone(), h.clone()).sum().backward();
+            let dx = x.grad(&grads).expect("x requires grad");
+            let _ = dx.into_data();
+            if gate {
+                let _ = h.grad(&grads).expect("h requires grad").into_data();
+            }
+        };
+        let passes: [(&'static str, &dyn Fn(BenchOp)); 2] = [
+            ("forward", &forward),
+            ("forward+backward", &forward_backward),
+        ];
+        for (pass, run) in passes {
+            let versions: [BenchOp; 2] = [fused_op, composed_op];
+            let mut times_us = [Vec::new(), Vec::new()];
+            for _ in 0..args.rounds {
+                for (version, times) in versions.iter().zip(times_us.iter_mut()) {
                     run(*version);
-                    times.push(start.elapsed().as_secs_f64() * 1e6);
+                    for _ in 0..args.steps {
+                        let start = Instant::now();
+                        run(*version);
+                        times.push(start.elapsed().as_secs_f64() * 1e6);
+                    }
                 }
             }
-        }
-        let median = |times: &mut Vec<f64>| {
-            times.sort_by(f64::total_cmp);
-            times[times.len() / 2]
-        };
-        let [fused, composed] = times_us.each_mut().map(median);
-        let result = OpBenchResult {
-            op: "silu",
-            pass,
-            shape,
-            device: spec.to_string(),
-            threads: spec.cpu_threads().unwrap_or_else(cpu_threads),
-            fused_median_us: fused,
-            composed_median_us: composed,
-            speedup: composed / fused,
-        };
-        if args.json {
-            println!("{}", serde_json::to_string(&result)?);
-        } else {
-            println!(
-                "silu {pass} on {} [{}, {}] ({} threads): fused {:.1} us, composed {:.1} us (median of {} calls each); composed/fused {:.2}x",
-                result.device,
-                shape[0],
-                shape[1],
-                result.threads,
-                fused,
-                composed,
-                args.rounds * args.steps,
-                result.speedup
-            );
+            let median = |times: &mut Vec<f64>| {
+                times.sort_by(f64::total_cmp);
+                times[times.len() / 2]
+            };
+            let [fused, composed] = times_us.each_mut().map(median);
+            let result = OpBenchResult {
+                op: name,
+                pass,
+                shape,
+                device: spec.to_string(),
+                threads: spec.cpu_threads().unwrap_or_else(cpu_threads),
+                fused_median_us: fused,
+                composed_median_us: composed,
+                speedup: composed / fused,
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!(
+                    "{name} {pass} on {} [{}, {}] ({} threads): fused {:.1} us, composed {:.1} us (median of {} calls each); composed/fused {:.2}x",
+                    result.device,
+                    shape[0],
+                    shape[1],
+                    result.threads,
+                    fused,
+                    composed,
+                    args.rounds * args.steps,
+                    result.speedup
+                );
+            }
         }
     }
     Ok(())

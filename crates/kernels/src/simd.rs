@@ -72,6 +72,94 @@ pub fn sigmoid_lane(x: f32) -> f32 {
     1.0 / (1.0 + exp_lane(-x))
 }
 
+/// `sqrt(2)`: [`ln_lane`] reduces the mantissa to `[sqrt(1/2), sqrt(2))`.
+const SQRT_2: f32 = std::f32::consts::SQRT_2;
+/// Cephes `logf` polynomial: `ln(1 + x) ~ x - x^2 / 2 + x^3 P(x)` on `x` in
+/// `[sqrt(1/2) - 1, sqrt(2) - 1]`.
+const LOG_P: [f32; 9] = [
+    7.037_683_629_2e-2,
+    -1.151_461_031_0e-1,
+    1.167_699_874_0e-1,
+    -1.242_014_084_6e-1,
+    1.424_932_278_7e-1,
+    -1.666_805_766_5e-1,
+    2.000_071_476_5e-1,
+    -2.499_999_399_3e-1,
+    3.333_333_117_4e-1,
+];
+/// Cephes `tanhf` polynomial: `tanh(x) ~ x + x^3 P(x^2)` for `|x| < 0.625`.
+const TANH_P: [f32; 5] = [
+    -5.704_988_727_45e-3,
+    2.063_908_879_54e-2,
+    -5.373_971_555_31e-2,
+    1.333_144_220_36e-1,
+    -3.333_328_194_22e-1,
+];
+/// Below this `|x|`, [`tanh_lane`] uses the odd polynomial; above it `1 - 2 / (e^{2|x|} + 1)`,
+/// which has no cancellation there (Cephes `tanhf`).
+const TANH_POLY_LIMIT: f32 = 0.625;
+
+/// `ln(x)` for one lane, branch-free, for positive normal finite `x` (the only inputs the
+/// kernels here give it: `1 + e` with `e` in `[0, 1]`): Cephes `logf`, the exponent from the bits,
+/// the mantissa reduced to `[sqrt(1/2), sqrt(2))`, a degree-9 polynomial, within 2 ulp.
+#[inline(always)]
+pub fn ln_lane(x: f32) -> f32 {
+    let bits = x.to_bits() as i32;
+    let exponent = (bits >> 23) - 127;
+    // The mantissa as a float in [1, 2); halved (exactly) above sqrt(2).
+    let m = f32::from_bits(((bits & 0x007F_FFFF) | 0x3F80_0000) as u32);
+    let high = m > SQRT_2;
+    let m = if high { m * 0.5 } else { m };
+    let e = (if high { exponent + 1 } else { exponent }) as f32;
+    // Exact: m lies within a factor 2 of 1 (Sterbenz).
+    let x = m - 1.0;
+    let z = x * x;
+    let mut p = LOG_P[0];
+    for c in &LOG_P[1..] {
+        p = p * x + c;
+    }
+    let y = p * x * z + e * LN2_LO - 0.5 * z;
+    x + y + e * LN2_HI
+}
+
+/// `ln(1 + e)` for `e` in `[0, 1]`, accurate also where `1 + e` rounds to `1`: the rounding error
+/// of `u = 1 + e` is undone by the factor `e / (u - 1)` (Goldberg's trick); NaN for NaN.
+#[inline(always)]
+fn ln_1p_lane(e: f32) -> f32 {
+    let u = 1.0 + e;
+    let d = u - 1.0;
+    if d == 0.0 { e } else { ln_lane(u) * (e / d) }
+}
+
+/// `(softplus(x), sigmoid(x))` for one lane, from one `exp`: with `e = exp(-|x|)`,
+/// `softplus(x) = max(x, 0) + ln(1 + e)` (no overflow for any `x`) and `sigmoid(x)` is
+/// `1 / (1 + e)` for `x >= 0` and `e / (1 + e)` below. NaN gives NaN for both.
+#[inline(always)]
+pub fn softplus_sigmoid_lane(x: f32) -> (f32, f32) {
+    let e = exp_lane(-x.abs());
+    let inv = 1.0 / (1.0 + e);
+    let sigmoid = if x >= 0.0 { inv } else { e * inv };
+    // `max` would drop a NaN `x`; the `ln_1p` term carries it (e is NaN then).
+    (x.max(0.0) + ln_1p_lane(e), sigmoid)
+}
+
+/// `tanh(x)` for one lane, branch-free (Cephes `tanhf`): an odd polynomial below
+/// `|x| = 0.625`, `sign(x) (1 - 2 / (e^{2|x|} + 1))` above; exactly `±1` beyond `|x| ~ 9`, NaN
+/// for NaN.
+#[inline(always)]
+pub fn tanh_lane(x: f32) -> f32 {
+    let a = x.abs();
+    let large = 1.0 - 2.0 / (exp_lane(a + a) + 1.0);
+    let z = a * a;
+    let mut p = TANH_P[0];
+    for c in &TANH_P[1..] {
+        p = p * z + c;
+    }
+    let small = p * z * a + a;
+    // Computed for |x| and signed last, so that tanh(-0) = -0.
+    (if a < TANH_POLY_LIMIT { small } else { large }).copysign(x)
+}
+
 #[inline(always)]
 fn exp_body(input: &[f32], output: &mut [f32]) {
     for (y, &x) in output.iter_mut().zip(input) {
@@ -107,6 +195,197 @@ fn silu_backward_in_place_body(input: &[f32], sigmoid: &[f32], grad: &mut [f32])
     for ((g, &x), &s) in grad.iter_mut().zip(input).zip(sigmoid) {
         *g *= s * (1.0 + x * (1.0 - s));
     }
+}
+
+#[inline(always)]
+fn sigmoid_body(input: &[f32], output: &mut [f32]) {
+    for (y, &x) in output.iter_mut().zip(input) {
+        *y = sigmoid_lane(x);
+    }
+}
+
+#[inline(always)]
+fn sigmoid_in_place_body(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = sigmoid_lane(*v);
+    }
+}
+
+#[inline(always)]
+fn sigmoid_backward_in_place_body(output: &[f32], grad: &mut [f32]) {
+    for (g, &s) in grad.iter_mut().zip(output) {
+        *g *= s * (1.0 - s);
+    }
+}
+
+#[inline(always)]
+fn tanh_body(input: &[f32], output: &mut [f32]) {
+    for (y, &x) in output.iter_mut().zip(input) {
+        *y = tanh_lane(x);
+    }
+}
+
+#[inline(always)]
+fn tanh_in_place_body(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = tanh_lane(*v);
+    }
+}
+
+#[inline(always)]
+fn tanh_backward_in_place_body(output: &[f32], grad: &mut [f32]) {
+    for (g, &t) in grad.iter_mut().zip(output) {
+        *g *= 1.0 - t * t;
+    }
+}
+
+#[inline(always)]
+fn softplus_body(input: &[f32], output: &mut [f32]) {
+    for (y, &x) in output.iter_mut().zip(input) {
+        *y = softplus_sigmoid_lane(x).0;
+    }
+}
+
+#[inline(always)]
+fn softplus_in_place_body(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = softplus_sigmoid_lane(*v).0;
+    }
+}
+
+#[inline(always)]
+fn softplus_keeping_sigmoid_body(input: &[f32], output: &mut [f32], sigmoid: &mut [f32]) {
+    for ((y, s), &x) in output.iter_mut().zip(sigmoid.iter_mut()).zip(input) {
+        (*y, *s) = softplus_sigmoid_lane(x);
+    }
+}
+
+#[inline(always)]
+fn mul_in_place_body(factor: &[f32], grad: &mut [f32]) {
+    for (g, &f) in grad.iter_mut().zip(factor) {
+        *g *= f;
+    }
+}
+
+/// One row of the GRU gate's forward pass (see [`gru_gate`]); every slice has the row's width.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gru_gate_row(
+    reset: &[f32],
+    cand: &[f32],
+    update: &[f32],
+    h: &[f32],
+    shift: f32,
+    out: &mut [f32],
+    gates: Option<(&mut [f32], &mut [f32], &mut [f32])>,
+) {
+    let d = out.len();
+    let (reset, cand, update, h) = (&reset[..d], &cand[..d], &update[..d], &h[..d]);
+    match gates {
+        Some((gr, gt, gu)) => {
+            let (gr, gt, gu) = (&mut gr[..d], &mut gt[..d], &mut gu[..d]);
+            for j in 0..d {
+                let r = sigmoid_lane(reset[j]);
+                let t = tanh_lane(r * cand[j]);
+                let u = sigmoid_lane(update[j] - shift);
+                gr[j] = r;
+                gt[j] = t;
+                gu[j] = u;
+                out[j] = h[j] + u * (t - h[j]);
+            }
+        }
+        None => {
+            for j in 0..d {
+                let r = sigmoid_lane(reset[j]);
+                let t = tanh_lane(r * cand[j]);
+                let u = sigmoid_lane(update[j] - shift);
+                out[j] = h[j] + u * (t - h[j]);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn gru_gate_body(
+    parts: &[f32],
+    h: &[f32],
+    shift: f32,
+    width: usize,
+    out: &mut [f32],
+    gates: &mut [f32],
+) {
+    if check_gru_buffers(parts, h, out, width) == 0 {
+        return;
+    }
+    let keep = gates.len() == parts.len();
+    for (row, (out_row, h_row)) in out
+        .chunks_exact_mut(width)
+        .zip(h.chunks_exact(width))
+        .enumerate()
+    {
+        let p = &parts[row * 3 * width..(row + 1) * 3 * width];
+        let (reset, rest) = p.split_at(width);
+        let (cand, update) = rest.split_at(width);
+        let gates_row = if keep {
+            let g = &mut gates[row * 3 * width..(row + 1) * 3 * width];
+            let (gr, rest) = g.split_at_mut(width);
+            let (gt, gu) = rest.split_at_mut(width);
+            Some((gr, gt, gu))
+        } else {
+            None
+        };
+        gru_gate_row(reset, cand, update, h_row, shift, out_row, gates_row);
+    }
+}
+
+#[inline(always)]
+fn gru_gate_backward_body(
+    parts: &[f32],
+    h: &[f32],
+    width: usize,
+    gates_to_dparts: &mut [f32],
+    grad_to_dh: &mut [f32],
+) {
+    if check_gru_buffers(parts, h, grad_to_dh, width) == 0 {
+        return;
+    }
+    assert_eq!(gates_to_dparts.len(), parts.len(), "GRU gate buffers");
+    for (row, (g_row, h_row)) in grad_to_dh
+        .chunks_exact_mut(width)
+        .zip(h.chunks_exact(width))
+        .enumerate()
+    {
+        let cand = &parts[row * 3 * width + width..][..width];
+        let gates = &mut gates_to_dparts[row * 3 * width..(row + 1) * 3 * width];
+        let (gr, rest) = gates.split_at_mut(width);
+        let (gt, gu) = rest.split_at_mut(width);
+        let (g_row, h_row) = (&mut g_row[..width], &h_row[..width]);
+        for j in 0..width {
+            let (r, t, u, hj, g) = (gr[j], gt[j], gu[j], h_row[j], g_row[j]);
+            // h' = h + u (t - h), t = tanh(r c), r = sigmoid(p_r), u = sigmoid(p_u - shift).
+            let dq = g * u * (1.0 - t * t);
+            gr[j] = dq * cand[j] * (r * (1.0 - r));
+            gt[j] = dq * r;
+            gu[j] = g * (t - hj) * (u * (1.0 - u));
+            g_row[j] = g * (1.0 - u);
+        }
+    }
+}
+
+/// Checks the lengths of a GRU gate's `[B, 3D]` pre-activations, `[B, D]` state and `[B, D]`
+/// output or gradient for row width `D = width`, and returns `B`. Panics on inconsistent
+/// lengths: the tensor-level callers check shapes first, so that is a programming error.
+fn check_gru_buffers(parts: &[f32], h: &[f32], out: &[f32], width: usize) -> usize {
+    let rows = h.len().checked_div(width).unwrap_or(0);
+    assert!(
+        parts.len() == 3 * h.len() && h.len() == out.len() && rows * width == h.len(),
+        "GRU gate buffers: pre-activations {}, state {}, output {}, width {width}: \
+         expected 3 B D, B D, B D",
+        parts.len(),
+        h.len(),
+        out.len()
+    );
+    rows
 }
 
 /// Defines a public kernel that runs its body compiled for AVX2 when the processor has it and
@@ -165,6 +444,93 @@ dispatched_kernel!(
     silu_backward_in_place_avx2,
     silu_backward_in_place_body,
     (input: &[f32], sigmoid: &[f32], grad: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// The logistic sigmoid, `output[i] = 1 / (1 + exp(-input[i]))`.
+    sigmoid_slice, sigmoid_slice_avx2, sigmoid_body, (input: &[f32], output: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// The logistic sigmoid in place.
+    sigmoid_in_place, sigmoid_in_place_avx2, sigmoid_in_place_body, (values: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// The sigmoid's backward pass in place from its output: `grad[i] *= s * (1 - s)` with
+    /// `s = output[i]`.
+    sigmoid_backward_in_place,
+    sigmoid_backward_in_place_avx2,
+    sigmoid_backward_in_place_body,
+    (output: &[f32], grad: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// `output[i] = tanh(input[i])` (see [`tanh_lane`]).
+    tanh_slice, tanh_slice_avx2, tanh_body, (input: &[f32], output: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// `tanh` in place.
+    tanh_in_place, tanh_in_place_avx2, tanh_in_place_body, (values: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// `tanh`'s backward pass in place from its output: `grad[i] *= 1 - t^2` with
+    /// `t = output[i]`.
+    tanh_backward_in_place,
+    tanh_backward_in_place_avx2,
+    tanh_backward_in_place_body,
+    (output: &[f32], grad: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// `output[i] = softplus(input[i]) = ln(1 + exp(input[i]))` (see
+    /// [`softplus_sigmoid_lane`]).
+    softplus_slice, softplus_slice_avx2, softplus_body, (input: &[f32], output: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// `softplus` in place.
+    softplus_in_place, softplus_in_place_avx2, softplus_in_place_body, (values: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// `softplus` that also keeps its derivative, the sigmoid, for the backward pass:
+    /// `output[i] = softplus(x)`, `sigmoid[i] = sigmoid(x)` with `x = input[i]`.
+    softplus_keeping_sigmoid,
+    softplus_keeping_sigmoid_avx2,
+    softplus_keeping_sigmoid_body,
+    (input: &[f32], output: &mut [f32], sigmoid: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// `grad[i] *= factor[i]`: the backward pass of an element-wise function whose derivative
+    /// was kept by the forward pass (softplus: its sigmoid).
+    mul_in_place, mul_in_place_avx2, mul_in_place_body, (factor: &[f32], grad: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// The GRU gate of DreamerV3's cell, row by row: with `parts` the `[B, 3 D]` pre-activations
+    /// `[p_r | p_c | p_u]` of each row, `h` the `[B, D]` state and `D = width`,
+    /// `r = sigmoid(p_r)`, `t = tanh(r p_c)`, `u = sigmoid(p_u - shift)` and
+    /// `out = h + u (t - h)`. When `gates` has the length of `parts` it receives `[r | t | u]`
+    /// per row for the backward pass; pass an empty slice not to keep them.
+    gru_gate,
+    gru_gate_avx2,
+    gru_gate_body,
+    (parts: &[f32], h: &[f32], shift: f32, width: usize, out: &mut [f32], gates: &mut [f32])
+);
+
+dispatched_kernel!(
+    /// The GRU gate's backward pass in one loop, from the forward pass's `parts`, `h` and kept
+    /// `[r | t | u]` (in `gates_to_dparts`) and the output gradient (in `grad_to_dh`):
+    /// overwrites `gates_to_dparts` with the gradient of `parts` and `grad_to_dh` with the
+    /// gradient of `h`.
+    gru_gate_backward,
+    gru_gate_backward_avx2,
+    gru_gate_backward_body,
+    (parts: &[f32], h: &[f32], width: usize, gates_to_dparts: &mut [f32], grad_to_dh: &mut [f32])
 );
 
 #[cfg(test)]
@@ -318,6 +684,197 @@ mod tests {
                 "grad at {x} = {}, want {want_grad}",
                 grad[i]
             );
+        }
+    }
+
+    /// Max ulp distance from the `f64` function rounded to `f32`, over `input`, for results in
+    /// the normal range (the sign must agree).
+    fn max_ulp(input: &[f32], output: &[f32], exact: impl Fn(f64) -> f64) -> (u32, f32) {
+        let mut worst = (0, 0.0);
+        for (&x, &y) in input.iter().zip(output) {
+            let want = exact(f64::from(x)) as f32;
+            if want.abs() < f32::MIN_POSITIVE {
+                continue;
+            }
+            let d = ulp_distance(y, want);
+            if d > worst.0 {
+                worst = (d, x);
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn ln_is_within_two_ulp_over_every_binade() {
+        // Positive normal floats, every 1009th bit pattern, and all of [1, 2] (softplus's range).
+        let mut input: Vec<f32> = (f32::MIN_POSITIVE.to_bits()..=f32::MAX.to_bits())
+            .step_by(1009)
+            .map(f32::from_bits)
+            .collect();
+        input.extend(
+            (0..=(1u32 << 23))
+                .step_by(7)
+                .map(|i| 1.0 + i as f32 / (1u32 << 23) as f32),
+        );
+        let output: Vec<f32> = input.iter().map(|&x| ln_lane(x)).collect();
+        let (ulp, at) = max_ulp(&input, &output, f64::ln);
+        eprintln!("ln over {} points: max {ulp} ulp (at {at})", input.len());
+        assert!(ulp <= 2, "{ulp} ulp at {at}");
+        assert_eq!(ln_lane(1.0), 0.0);
+    }
+
+    #[test]
+    fn tanh_is_within_two_ulp_and_saturates_to_one() {
+        let input = sweep(-20.0, 20.0);
+        let mut output = vec![0.0; input.len()];
+        tanh_slice(&input, &mut output);
+        let (ulp, at) = max_ulp(&input, &output, f64::tanh);
+        eprintln!("tanh over {} points: max {ulp} ulp (at {at})", input.len());
+        assert!(ulp <= 2, "{ulp} ulp at {at}");
+        let special = [
+            0.0,
+            -0.0,
+            1e-30,
+            9.5,
+            -9.5,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        let mut out = [0.0; 8];
+        tanh_slice(&special, &mut out);
+        assert_eq!(out, [0.0, -0.0, 1e-30, 1.0, -1.0, 1.0, 1.0, -1.0]);
+        assert!(out[1].is_sign_negative());
+        assert!(tanh_lane(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn softplus_and_its_sigmoid_are_accurate_for_every_input_size() {
+        // Relative accuracy also far left, where softplus(x) ~ e^x is tiny (ln(1 + e) with
+        // 1 + e rounding to 1 must not give 0).
+        let input = sweep(-87.0, 100.0);
+        let n = input.len();
+        let (mut value, mut sigmoid) = (vec![0.0; n], vec![0.0; n]);
+        softplus_keeping_sigmoid(&input, &mut value, &mut sigmoid);
+        let softplus_exact = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+        let (ulp, at) = max_ulp(&input, &value, softplus_exact);
+        eprintln!("softplus over {n} points: max {ulp} ulp (at {at})");
+        assert!(ulp <= 4, "softplus: {ulp} ulp at {at}");
+        let (ulp, at) = max_ulp(&input, &sigmoid, |x| 1.0 / (1.0 + (-x).exp()));
+        eprintln!("softplus's sigmoid: max {ulp} ulp (at {at})");
+        assert!(ulp <= 4, "sigmoid: {ulp} ulp at {at}");
+        let special = [f32::INFINITY, f32::NEG_INFINITY, 0.0, -200.0];
+        let mut out = [0.0; 4];
+        let mut sig = [0.0; 4];
+        softplus_keeping_sigmoid(&special, &mut out, &mut sig);
+        assert_eq!([out[0], out[1], out[3]], [f32::INFINITY, 0.0, 0.0]);
+        assert!(
+            ulp_distance(out[2], std::f32::consts::LN_2) <= 1,
+            "{}",
+            out[2]
+        );
+        assert_eq!(sig, [1.0, 0.0, 0.5, 0.0]);
+        let (v, s) = softplus_sigmoid_lane(f32::NAN);
+        assert!(v.is_nan() && s.is_nan());
+    }
+
+    #[test]
+    fn new_dispatched_kernels_give_the_baseline_bits() {
+        let input = sweep(-120.0, 100.0);
+        let n = input.len();
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        let (mut baseline, mut dispatched) = (vec![0.0; n], vec![0.0; n]);
+        sigmoid_body(&input, &mut baseline);
+        sigmoid_slice(&input, &mut dispatched);
+        assert!(same(&baseline, &dispatched), "sigmoid");
+        tanh_body(&input, &mut baseline);
+        tanh_slice(&input, &mut dispatched);
+        assert!(same(&baseline, &dispatched), "tanh");
+        softplus_body(&input, &mut baseline);
+        softplus_slice(&input, &mut dispatched);
+        assert!(same(&baseline, &dispatched), "softplus");
+        // The GRU gate, forward and backward, on rows of width 37 (odd: the tails run).
+        let width = 37;
+        let rows = 3 * n / (3 * width) / 3;
+        let parts: Vec<f32> = input[..3 * rows * width].iter().map(|x| x * 0.1).collect();
+        let h: Vec<f32> = input[..rows * width]
+            .iter()
+            .map(|x| (x * 0.01).sin())
+            .collect();
+        let grad: Vec<f32> = input[rows * width..2 * rows * width]
+            .iter()
+            .map(|x| x.cos())
+            .collect();
+        let run = |dispatch: bool| {
+            let mut out = vec![0.0; rows * width];
+            let mut gates = vec![0.0; 3 * rows * width];
+            let mut dh = grad.clone();
+            if dispatch {
+                gru_gate(&parts, &h, 1.0, width, &mut out, &mut gates);
+                gru_gate_backward(&parts, &h, width, &mut gates, &mut dh);
+            } else {
+                gru_gate_body(&parts, &h, 1.0, width, &mut out, &mut gates);
+                gru_gate_backward_body(&parts, &h, width, &mut gates, &mut dh);
+            }
+            (out, gates, dh)
+        };
+        let (a, b) = (run(false), run(true));
+        assert!(
+            same(&a.0, &b.0) && same(&a.1, &b.1) && same(&a.2, &b.2),
+            "gru gate"
+        );
+    }
+
+    #[test]
+    fn gru_gate_matches_the_f64_formulas_forward_and_backward() {
+        let (rows, width) = (5, 13);
+        let parts: Vec<f32> = (0..3 * rows * width)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.09)
+            .collect();
+        let h: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 11 % 23) as f32 - 11.0) * 0.08)
+            .collect();
+        let grad: Vec<f32> = (0..rows * width)
+            .map(|i| 1.0 - (i % 5) as f32 * 0.4)
+            .collect();
+        let shift = 1.0f32;
+        let mut out = vec![0.0; rows * width];
+        let mut no_gates = vec![0.0; rows * width];
+        gru_gate(&parts, &h, shift, width, &mut no_gates, &mut []);
+        let mut gates = vec![0.0; 3 * rows * width];
+        gru_gate(&parts, &h, shift, width, &mut out, &mut gates);
+        assert_eq!(
+            out, no_gates,
+            "keeping the gates must not change the output"
+        );
+        let mut dh = grad.clone();
+        gru_gate_backward(&parts, &h, width, &mut gates, &mut dh);
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let close =
+            |got: f32, want: f64| (f64::from(got) - want).abs() <= 2e-6 * want.abs().max(1.0);
+        for b in 0..rows {
+            for j in 0..width {
+                let p = |k: usize| f64::from(parts[b * 3 * width + k * width + j]);
+                let (hj, g) = (f64::from(h[b * width + j]), f64::from(grad[b * width + j]));
+                let r = sig(p(0));
+                let t = (r * p(1)).tanh();
+                let u = sig(p(2) - f64::from(shift));
+                assert!(
+                    close(out[b * width + j], hj + u * (t - hj)),
+                    "output {b} {j}"
+                );
+                let dq = g * u * (1.0 - t * t);
+                let want = [
+                    dq * p(1) * r * (1.0 - r),
+                    dq * r,
+                    g * (t - hj) * u * (1.0 - u),
+                ];
+                for (k, w) in want.iter().enumerate() {
+                    let got = gates[b * 3 * width + k * width + j];
+                    assert!(close(got, *w), "d parts[{k}] at {b} {j}: {got} against {w}");
+                }
+                assert!(close(dh[b * width + j], g * (1.0 - u)), "d h at {b} {j}");
+            }
         }
     }
 }

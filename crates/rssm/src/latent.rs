@@ -6,7 +6,7 @@
 //! Gumbel), a mode and the analytic KL divergence. Rows are independent: shapes are
 //! `[N, width]`.
 
-use burn::tensor::activation::{log_sigmoid, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -351,10 +351,10 @@ impl LatentConfig {
     }
 }
 
-/// `softplus(x) = ln(1 + e^x)`, stable for any `x`, in two autodiff operations
-/// (`-log_sigmoid(-x)`; burn's own `softplus` takes seven).
+/// `softplus(x) = ln(1 + e^x)`, stable for any `x`: [`wm_kernels::softplus`], one fused
+/// operation on flex, `-log_sigmoid(-x)` (two autodiff operations) on other devices.
 pub fn softplus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    log_sigmoid(x.neg()).neg()
+    wm_kernels::softplus(x)
 }
 
 /// Standard Gumbel noise `-ln(-ln u)`, `u ~ U(0, 1)` clamped away from 0 and 1; untracked.

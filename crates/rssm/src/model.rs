@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{sigmoid, tanh};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use wm_kernels::silu;
 use wm_models::mlp::{Mlp, MlpConfig};
@@ -365,20 +365,17 @@ impl Rssm {
     /// One GRU step in the DreamerV3 form with a single fused matmul:
     /// `[r, c, u] = [x, h] W + b`, `r = sigmoid(r)`, `c = tanh(r * c)`, `u = sigmoid(u)` (the
     /// `-1` of DreamerV3's `sigmoid(u - 1)` lives in the bias initialisation),
-    /// `h' = h + u * (c - h)`.
+    /// `h' = h + u * (c - h)` (the gates and the update are one fused operation,
+    /// [`wm_kernels::gru_gate`]).
     /// With `norm`, the fused pre-activations are layer-normalised first and the `-1` is
     /// subtracted after the norm, as in DreamerV3.
     fn gru_step(&self, x: Tensor<2>, h: Tensor<2>) -> Tensor<2> {
-        let d = self.config.deter;
         let parts = self.gru.forward(Tensor::cat(vec![x, h.clone()], 1));
         let (parts, update_shift) = match &self.norm_gru {
             Some(norm) => (norm.forward(parts), 1.0),
             None => (parts, 0.0),
         };
-        let reset = sigmoid(parts.clone().narrow(1, 0, d));
-        let cand = tanh(reset * parts.clone().narrow(1, d, d));
-        let update = sigmoid(parts.narrow(1, 2 * d, d).sub_scalar(update_shift));
-        h.clone() + update * (cand - h)
+        wm_kernels::gru_gate(parts, h, update_shift)
     }
 
     /// `h_t` from `h_{t-1}`, `z_{t-1}` and the projected action `a_{t-1} W_a + b`.
