@@ -71,9 +71,11 @@ pub mod likelihood;
 mod model;
 mod train;
 
-pub use config::{RssmConfig, SequenceTensors};
+pub use config::{ObsNoise, RssmConfig, SequenceTensors};
 pub use latent::{CategoricalEstimator, LatentConfig, LatentDist};
-pub use likelihood::{SequenceLikelihood, StateSpaceModel, sequence_likelihood};
+pub use likelihood::{
+    FilterStats, SequenceLikelihood, StateSpaceModel, particle_filter, sequence_likelihood,
+};
 pub use model::{
     Decoded, ImaginedSequence, Observed, Rssm, RssmState, encode_action, symexp, symlog,
 };
