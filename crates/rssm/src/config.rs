@@ -308,7 +308,10 @@ mod tests {
         assert_eq!(c.obs_noise.bounds(), Some((-3.0, 1.0)));
         c.validate().unwrap();
         for (noise, field) in [
-            ("Learned(min_log_std: 1.0, max_log_std: 1.0)", "obs_noise.max_log_std"),
+            (
+                "Learned(min_log_std: 1.0, max_log_std: 1.0)",
+                "obs_noise.max_log_std",
+            ),
             ("Predicted(min_log_std: -30.0)", "obs_noise.min_log_std"),
             ("Learned(max_log_std: 1e9)", "obs_noise.max_log_std"),
         ] {

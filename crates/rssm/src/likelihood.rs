@@ -436,7 +436,8 @@ pub fn particle_filter<M: StateSpaceModel + ?Sized>(
                     }
                     chosen.push((s * k + j) as i64);
                 }
-                ancestors.get_or_insert_with(|| (0..n as i64).collect())[rows].copy_from_slice(&chosen);
+                ancestors.get_or_insert_with(|| (0..n as i64).collect())[rows]
+                    .copy_from_slice(&chosen);
                 lw.fill(total - ln_k);
                 resamples += 1;
             }
@@ -929,22 +930,10 @@ mod tests {
             .sum();
         let (obs_t, action_t) = to_tensors(&obs, &actions, &device);
         let lengths = vec![t; b];
-        let (plain, plain_stats) = particle_filter(
-            &model,
-            obs_t.clone(),
-            action_t.clone(),
-            &lengths,
-            k,
-            0.0,
-        );
-        let (smc, smc_stats) = particle_filter(
-            &model,
-            obs_t,
-            action_t,
-            &lengths,
-            k,
-            RESAMPLE_ESS_FRACTION,
-        );
+        let (plain, plain_stats) =
+            particle_filter(&model, obs_t.clone(), action_t.clone(), &lengths, k, 0.0);
+        let (smc, smc_stats) =
+            particle_filter(&model, obs_t, action_t, &lengths, k, RESAMPLE_ESS_FRACTION);
         eprintln!(
             "truth: joint {true_joint:.3}, predictive {true_predictive:.3}\n\
              plain IS: bound {:.3}, predictive {:.3}, {plain_stats:?}\n\
