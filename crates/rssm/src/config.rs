@@ -49,6 +49,79 @@ pub struct RssmConfig {
     /// ln 32 = 3.47 nats per group after 150 updates on Pendulum: z is mostly noise).
     /// Default `false` (the Gaussian configs were measured without it).
     pub norm: bool,
+    /// The observation decoder's noise model: the standard deviation of `p(o_t | h_t, z_t)` (in
+    /// symlog space with `symlog`), used by the `recon` loss and by the held-out likelihood.
+    /// Default [`ObsNoise::Unit`] (DreamerV3's symlog MSE).
+    pub obs_noise: ObsNoise,
+}
+
+/// The standard deviation of the RSSM's observation decoder `p(o_t | h_t, z_t) = N(mean, std^2)`
+/// (diagonal; symlog space with `symlog`). RON: `Unit`,
+/// `Learned(min_log_std: -5.0, max_log_std: 2.0)`, `Predicted(min_log_std: -5.0, max_log_std: 2.0)`.
+///
+/// The learned variants bound the log-std softly with
+/// [`wm_models::dist::soft_bound_log_std`] (the bounds of the one-step models' Gaussian heads);
+/// a raw value of 0 is a unit std, so both start where `Unit` is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum ObsNoise {
+    /// `std = 1` (DreamerV3, DreamerV1/PlaNet): the `recon` loss is `0.5 ||dec - o||^2`, and the
+    /// density is flat wherever the decoder is sure (the held-out NLL is dominated by the noise
+    /// model, not by the prediction).
+    #[default]
+    Unit,
+    /// One learned log-std per observation dimension, shared by every state (a parameter
+    /// `[O]`, soft-bounded).
+    Learned {
+        /// Lower soft bound of the log-std. Default -5.
+        #[serde(default = "default_min_log_std")]
+        min_log_std: f64,
+        /// Upper soft bound of the log-std. Default 2.
+        #[serde(default = "default_max_log_std")]
+        max_log_std: f64,
+    },
+    /// A log-std per dimension predicted from `(h_t, z_t)` by the decoder (its output doubles to
+    /// `[mean | raw log-std]`), soft-bounded: heteroscedastic.
+    Predicted {
+        /// Lower soft bound of the log-std. Default -5.
+        #[serde(default = "default_min_log_std")]
+        min_log_std: f64,
+        /// Upper soft bound of the log-std. Default 2.
+        #[serde(default = "default_max_log_std")]
+        max_log_std: f64,
+    },
+}
+
+fn default_min_log_std() -> f64 {
+    -5.0
+}
+
+fn default_max_log_std() -> f64 {
+    2.0
+}
+
+impl ObsNoise {
+    /// The soft log-std bounds, `None` for [`ObsNoise::Unit`].
+    pub fn bounds(&self) -> Option<(f64, f64)> {
+        match *self {
+            Self::Unit => None,
+            Self::Learned {
+                min_log_std,
+                max_log_std,
+            }
+            | Self::Predicted {
+                min_log_std,
+                max_log_std,
+            } => Some((min_log_std, max_log_std)),
+        }
+    }
+
+    /// The first field out of range: both bounds finite in `[-20, 20]`, `min < max`.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        match self.bounds() {
+            None => Ok(()),
+            Some((min, max)) => validate::log_std_bounds("min_log_std", min, max),
+        }
+    }
 }
 
 impl Default for RssmConfig {
@@ -68,6 +141,7 @@ impl Default for RssmConfig {
             reward_weight: 1.0,
             cont_weight: 1.0,
             norm: false,
+            obs_noise: ObsNoise::Unit,
         }
     }
 }
@@ -98,6 +172,9 @@ impl RssmConfig {
         ] {
             validate::within(field, value, 0.0, 1e6)?;
         }
+        self.obs_noise
+            .validate()
+            .map_err(|invalid| invalid.within("obs_noise"))?;
         self.latent
             .validate()
             .map_err(|invalid| invalid.within("latent"))
@@ -213,6 +290,35 @@ mod tests {
         let d: RssmConfig = ron::from_str("()").unwrap();
         assert_eq!(d, RssmConfig::default());
         assert_eq!(d.latent.stoch_width(), 30);
+        assert_eq!(d.obs_noise, ObsNoise::Unit);
+    }
+
+    #[test]
+    fn obs_noise_parses_with_default_bounds_and_bad_bounds_name_the_field() {
+        let c: RssmConfig = ron::from_str("(obs_noise: Learned())").unwrap();
+        assert_eq!(
+            c.obs_noise,
+            ObsNoise::Learned {
+                min_log_std: -5.0,
+                max_log_std: 2.0
+            }
+        );
+        let c: RssmConfig =
+            ron::from_str("(obs_noise: Predicted(min_log_std: -3.0, max_log_std: 1.0))").unwrap();
+        assert_eq!(c.obs_noise.bounds(), Some((-3.0, 1.0)));
+        c.validate().unwrap();
+        for (noise, field) in [
+            (
+                "Learned(min_log_std: 1.0, max_log_std: 1.0)",
+                "obs_noise.max_log_std",
+            ),
+            ("Predicted(min_log_std: -30.0)", "obs_noise.min_log_std"),
+            ("Learned(max_log_std: 1e9)", "obs_noise.max_log_std"),
+        ] {
+            let c: RssmConfig = ron::from_str(&format!("(obs_noise: {noise})")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{noise}: {err}");
+        }
     }
 
     #[test]

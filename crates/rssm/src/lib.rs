@@ -11,12 +11,13 @@
 //! | prior | `p(z_t | h_t)` | `h -> hidden -> stats` |
 //! | encoder | `e_t = enc(symlog(o_t))` | MLP, SiLU after every layer |
 //! | posterior | `q(z_t | h_t, e_t)` | `[h, e] -> hidden -> stats` |
-//! | decoder | `o_t ~ N(dec(h_t, z_t), I)` in symlog space | MLP `[h, z] -> O` |
+//! | decoder | `o_t ~ N(dec(h_t, z_t), diag(std^2))` in symlog space | MLP `[h, z] -> O` (`2 O` with a predicted std) |
 //! | reward | `symlog r_t ~ N(rew(h_t, z_t), 1)` | MLP `[h, z] -> 1` |
 //! | continue | `1 - is_terminal_t ~ Bernoulli(sigmoid(cont(h_t, z_t)))` | MLP `[h, z] -> 1` |
 //!
 //! Held-out likelihood ([`likelihood`]): an importance-weighted bound on `ln p(o_{0:T} | a)` and
-//! the filtering predictive `ln p(o_t | o_{<t}, a)` with `K` particles, in raw observation units.
+//! the filtering predictive `ln p(o_t | o_{<t}, a)` with `K` particles (a particle filter that
+//! resamples when the effective sample size falls under `K / 2`), in raw observation units.
 //!
 //! The latent ([`LatentConfig`]) is a diagonal Gaussian (`std = softplus(raw) + min_std`,
 //! reparameterised samples) or `G` categoricals of `K` classes with a uniform mix and
@@ -27,8 +28,12 @@
 //! - **Initial state**: zeros for `h` and `z` (PlaNet/DreamerV1-V2), not DreamerV3's learned
 //!   `h_0`: an `is_first` reset is then a multiplication by `1 - is_first`, and steps without any
 //!   episode start in the batch skip it (the mask is read back once per sequence).
-//! - **Decoder**: unit-variance Gaussian on symlog targets, i.e. DreamerV3's symlog MSE
-//!   `0.5 ||dec - symlog(o)||^2` (the NLL without its constant). Same for the reward.
+//! - **Decoder**: a Gaussian on symlog targets whose std is [`ObsNoise`]: `Unit` (default) is
+//!   DreamerV3's symlog MSE `0.5 ||dec - symlog(o)||^2` (the NLL without its constant);
+//!   `Learned` (one log-std per dimension) and `Predicted` (a log-std per dimension from
+//!   `(h, z)`, PlaNet/DreamerV1-style learned variance) are soft-bounded like the one-step
+//!   models' Gaussian heads, and the loss is the full Gaussian NLL without its constant. The
+//!   held-out likelihood uses the same density. The reward is unit-variance in symlog space.
 //!   With `symlog: false` the targets are raw.
 //! - **KL balancing** (DreamerV3): `dyn = max(free, KL(sg(q) || p))`, `rep = max(free,
 //!   KL(q || sg(p)))` with weights 0.5 and 0.1. **Free bits** act per `(b, t)` on the KL summed
@@ -71,9 +76,11 @@ pub mod likelihood;
 mod model;
 mod train;
 
-pub use config::{RssmConfig, SequenceTensors};
+pub use config::{ObsNoise, RssmConfig, SequenceTensors};
 pub use latent::{CategoricalEstimator, LatentConfig, LatentDist};
-pub use likelihood::{SequenceLikelihood, StateSpaceModel, sequence_likelihood};
+pub use likelihood::{
+    FilterStats, SequenceLikelihood, StateSpaceModel, particle_filter, sequence_likelihood,
+};
 pub use model::{
     Decoded, ImaginedSequence, Observed, Rssm, RssmState, encode_action, symexp, symlog,
 };

@@ -69,7 +69,13 @@ pub fn module_grad_norms(model: &Rssm, grads: &GradientsParams) -> Vec<(&'static
                 ),
             ),
         ),
-        ("decoder", global_grad_norm(&model.decoder, grads)),
+        (
+            "decoder",
+            pair(
+                global_grad_norm(&model.decoder, grads),
+                global_grad_norm(&model.obs_log_std, grads),
+            ),
+        ),
         ("reward", global_grad_norm(&model.reward_head, grads)),
         ("cont", global_grad_norm(&model.cont_head, grads)),
     ]
