@@ -619,10 +619,6 @@ fn imagine_windows<M: EvalModel>(
     }
 }
 
-/// Draws `samples` next observations from each window `(episode, t0)` (its filtered state in
-/// `states`, repeated) under the episode's action at `t0`, with `sample = true`, and calls
-/// `score(episode, t0, samples [samples * O])`.
-#[allow(clippy::too_many_arguments)]
 /// From each window `(episode, t0)`, draws `samples` sampled rollouts of `horizon` steps under
 /// the episode's true actions (every window must reach `t0 + horizon` inside its episode) and
 /// calls `score(episode, t0, observations at the last step [samples * O])`.
@@ -1056,7 +1052,8 @@ impl EvalReport {
                     .map(|t| format!("{:.4}", f(t)))
                     .unwrap_or_else(|| "-".into())
             };
-            let rows: [(&str, fn(&TruthScores) -> f64); 4] = [
+            type Row = (&'static str, fn(&TruthScores) -> f64);
+            let rows: [Row; 4] = [
                 ("MMD² to the true law, h = 1", |t| t.mmd2),
                 ("energy distance to the law, h = 1", |t| t.energy_distance),
                 ("mode coverage, h = 1", |t| t.mode_coverage),
