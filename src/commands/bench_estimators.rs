@@ -30,6 +30,25 @@ pub struct BenchEstimatorsArgs {
     /// Print one JSON object per estimator instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the gradient table: learning curves of a small cVAE with a categorical
+    /// latent trained with each estimator (held-out NLL against updates and seconds).
+    #[arg(long)]
+    pub curves: bool,
+    /// `--curves`: updates per estimator.
+    #[arg(long, default_value_t = 2000)]
+    pub updates: usize,
+    /// `--curves`: held-out evaluation every this many updates.
+    #[arg(long, default_value_t = 500)]
+    pub eval_every: usize,
+    /// `--curves`: transitions per update.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// `--curves`: held-out transitions.
+    #[arg(long, default_value_t = 1000)]
+    pub held_out: usize,
+    /// `--curves`: IWAE samples of the held-out NLL.
+    #[arg(long, default_value_t = 64)]
+    pub iwae_k: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +97,17 @@ pub fn estimators_bench(args: &BenchEstimatorsArgs) -> anyhow::Result<()> {
     );
     let spec: wm_backend::DeviceSpec = args.device.parse()?;
     let device = spec.init()?;
+    if args.curves {
+        let settings = super::bench_curves::CurveSettings {
+            updates: args.updates,
+            eval_every: args.eval_every,
+            batch: args.batch,
+            held_out: args.held_out,
+            iwae_k: args.iwae_k,
+            seed: args.seed,
+        };
+        return super::bench_curves::curves(&settings, &device, args.json);
+    }
     let problem = CategoricalProblem::toy();
     let exact = exact_gradient(&problem, &device);
     if !args.json {

@@ -2,6 +2,7 @@
 
 mod bench;
 pub(crate) mod bench_acting;
+pub(crate) mod bench_curves;
 pub(crate) mod bench_estimators;
 mod device;
 mod env;

@@ -56,6 +56,7 @@
 //! let eval_model = model.valid(); // no autodiff: cheaper sampling and likelihoods
 //! ```
 
+pub mod categorical;
 pub mod cvae;
 pub mod deterministic;
 pub mod dist;
@@ -361,6 +362,14 @@ impl TransitionModel for AnyTransitionModel {
 }
 
 impl AnyTransitionModel {
+    /// Sets the optimiser update the next losses belong to (the cVAE's Gumbel temperature
+    /// anneal, [`Cvae::set_update`]); the other models have no schedule.
+    pub fn set_update(&mut self, update: u64) {
+        if let Self::Cvae(model) = self {
+            model.set_update(update);
+        }
+    }
+
     /// `"cvae"`, `"gaussian_mlp"`, `"deterministic_mlp"` or `"ensemble"` (as
     /// [`TransitionModelConfig::kind`]).
     pub fn kind(&self) -> &'static str {

@@ -78,6 +78,7 @@ impl GradientEstimator {
             Self::Pathwise(CategoricalEstimator::StraightThroughGumbel { temperature }) => {
                 format!("st_gumbel_t{temperature}")
             }
+            Self::Pathwise(CategoricalEstimator::Reinforce { .. }) => "reinforce_pathwise".into(),
         }
     }
 
@@ -110,6 +111,10 @@ impl GradientEstimator {
                 }
                 Ok(())
             }
+            Self::Pathwise(CategoricalEstimator::Reinforce { .. }) => Err(InvalidField::new(
+                "estimator",
+                "Reinforce is not a pathwise estimator: use GradientEstimator::Reinforce",
+            )),
             Self::Pathwise(estimator) => estimator.validate(),
         }
     }

@@ -3,11 +3,11 @@
 //! Both kinds are built from the output of a linear "stats" layer and give a sample (with
 //! gradients: reparameterised for the Gaussian; for the categoricals, the estimator that
 //! [`CategoricalEstimator`] names: straight-through, Gumbel-softmax or straight-through
-//! Gumbel), a mode and the analytic KL divergence. Rows are independent: shapes are
+//! Gumbel, or REINFORCE, whose score-function term is built by the RSSM's loss), a mode and the analytic KL divergence. The
+//! categorical maths is `wm_models::categorical`'s, shared with the cVAE. Rows are independent: shapes are
 //! `[N, width]`.
 
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Which latent the RSSM uses.
@@ -43,119 +43,9 @@ pub enum LatentConfig {
     },
 }
 
-/// The gradient estimator of a categorical latent's sample (what [`LatentConfig::sample`]
-/// returns and how gradients flow through it). `logits` below are `ln probs` after the
-/// uniform mix, `g` is standard Gumbel noise ([`LatentConfig::noise`]) and `sg` stops the
-/// gradient; the one-hot is that of `argmax(logits + g)` (Gumbel-max: an exact sample of
-/// `probs`).
-///
-/// In RON: `StraightThrough`, `GumbelSoftmax(temperature: 0.5)`,
-/// `StraightThroughGumbel(temperature: 1.0)`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub enum CategoricalEstimator {
-    /// `one_hot + probs - sg(probs)` (DreamerV2/V3): one-hot forward, the gradient of the
-    /// probabilities backward. Biased, low variance.
-    #[default]
-    StraightThrough,
-    /// The relaxed sample `softmax((logits + g) / temperature)` per group (Jang et al. 2017,
-    /// Maddison et al. 2017), forward and backward: not one-hot, a biased gradient of the
-    /// relaxed objective that nears the categorical as the temperature falls, with a variance
-    /// that grows as it does.
-    GumbelSoftmax {
-        /// The temperature `tau`, finite and `> 0`. Default 1.
-        #[serde(default = "default_temperature")]
-        temperature: f64,
-    },
-    /// `one_hot + y - sg(y)` with `y` the Gumbel-softmax relaxed sample: the one-hot forward
-    /// (the same sample as straight-through), the relaxed sample's gradient backward.
-    StraightThroughGumbel {
-        /// The temperature `tau`, finite and `> 0`. Default 1.
-        #[serde(default = "default_temperature")]
-        temperature: f64,
-    },
-}
-
-fn default_temperature() -> f64 {
-    1.0
-}
-
-impl CategoricalEstimator {
-    /// The first field out of range (path relative to the estimator): `temperature` finite,
-    /// `> 0` and at most `1e6`.
-    pub fn validate(&self) -> Result<(), wm_models::InvalidField> {
-        match self {
-            Self::StraightThrough => Ok(()),
-            Self::GumbelSoftmax { temperature } | Self::StraightThroughGumbel { temperature } => {
-                if !(temperature.is_finite() && *temperature > 0.0 && *temperature <= 1e6) {
-                    return Err(wm_models::InvalidField::new(
-                        "temperature",
-                        format!("must be a finite number in (0, 1e6], got {temperature}"),
-                    ));
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// A sample of `groups` categoricals with gradients by this estimator, or, without noise,
-    /// the mode (one-hot of the most likely class of each group) with the straight-through
-    /// gradient, whatever the estimator: acting and evaluation use the mode, and a relaxed
-    /// mode has no meaning.
-    ///
-    /// # Shapes
-    /// - `probs`: `[N, G K]` (tracked), `noise`: standard Gumbel `[N, G K]`; returns `[N, G K]`
-    pub fn sample(
-        &self,
-        probs: Tensor<2>,
-        noise: Option<Tensor<2>>,
-        groups: usize,
-        classes: usize,
-    ) -> Tensor<2> {
-        let Some(gumbel) = noise else {
-            let one_hot = one_hot_argmax(probs.clone().detach(), groups, classes);
-            return straight_through(one_hot, probs);
-        };
-        match self {
-            Self::StraightThrough => {
-                let score = probs.clone().detach().log() + gumbel;
-                straight_through(one_hot_argmax(score, groups, classes), probs)
-            }
-            Self::GumbelSoftmax { temperature } => {
-                relaxed_sample(probs, gumbel, *temperature, groups, classes)
-            }
-            Self::StraightThroughGumbel { temperature } => {
-                let relaxed = relaxed_sample(probs, gumbel, *temperature, groups, classes);
-                let one_hot = one_hot_argmax(relaxed.clone().detach(), groups, classes);
-                straight_through(one_hot, relaxed)
-            }
-        }
-    }
-}
-
-/// The Gumbel-softmax relaxed sample `softmax((ln probs + g) / temperature)` of each group,
-/// tracked through `probs`; its argmax is the Gumbel-max sample `argmax(ln probs + g)`.
-///
-/// # Shapes
-/// - `probs`, `gumbel`: `[N, G K]`; returns `[N, G K]`
-pub fn relaxed_sample(
-    probs: Tensor<2>,
-    gumbel: Tensor<2>,
-    temperature: f64,
-    groups: usize,
-    classes: usize,
-) -> Tensor<2> {
-    let [n, w] = probs.dims();
-    assert_eq!(
-        (w, gumbel.dims()),
-        (groups * classes, [n, w]),
-        "probs shape {:?}, noise shape {:?}, expected [N, {groups} x {classes}] each",
-        probs.dims(),
-        gumbel.dims()
-    );
-    let score = (probs.log() + gumbel.detach()).div_scalar(temperature); // [N, G K]
-    softmax(score.reshape([n, groups, classes]), 2).reshape([n, w])
-}
+pub use wm_models::categorical::{
+    CategoricalEstimator, ReinforceBaseline, one_hot_argmax, relaxed_sample, straight_through,
+};
 
 fn default_size() -> usize {
     30
@@ -263,10 +153,44 @@ impl LatentConfig {
                         format!("must be in [0, 1), got {unimix}"),
                     ));
                 }
+                if let CategoricalEstimator::Reinforce {
+                    baseline:
+                        baseline @ (ReinforceBaseline::Learned { .. }
+                        | ReinforceBaseline::LeaveOneOut { .. }),
+                } = estimator
+                {
+                    return Err(InvalidField::new(
+                        "estimator.baseline",
+                        format!(
+                            "{baseline:?} is the cVAE's only; the RSSM's REINFORCE takes None or \
+                             MovingAverage (one average per time step)"
+                        ),
+                    ));
+                }
                 estimator.validate().map_err(|e| e.within("estimator"))?;
             }
         }
         Ok(())
+    }
+
+    /// The same latent with REINFORCE replaced by straight-through: the estimator of prior
+    /// samples in imagination, whose gradients reach the actor through the dynamics (the
+    /// score-function surrogate exists only in the posterior's training loss).
+    pub fn pathwise(&self) -> std::borrow::Cow<'_, Self> {
+        match self {
+            Self::Categorical {
+                groups,
+                classes,
+                unimix,
+                estimator: CategoricalEstimator::Reinforce { .. },
+            } => std::borrow::Cow::Owned(Self::Categorical {
+                groups: *groups,
+                classes: *classes,
+                unimix: *unimix,
+                estimator: CategoricalEstimator::StraightThrough,
+            }),
+            _ => std::borrow::Cow::Borrowed(self),
+        }
     }
 
     /// The distribution given by a stats-layer output.
@@ -274,7 +198,7 @@ impl LatentConfig {
     /// # Shapes
     /// - `stats`: `[N, stats_width]`; the distribution's tensors are `[N, S]`.
     pub fn dist(&self, stats: Tensor<2>) -> LatentDist<2> {
-        let [n, w] = stats.dims();
+        let [_, w] = stats.dims();
         assert_eq!(
             w,
             self.stats_width(),
@@ -293,19 +217,9 @@ impl LatentConfig {
                 classes,
                 unimix,
                 ..
-            } => {
-                let probs = softmax(stats.reshape([n, *groups, *classes]), 2);
-                let probs = if *unimix > 0.0 {
-                    probs
-                        .mul_scalar(1.0 - unimix)
-                        .add_scalar(unimix / *classes as f64)
-                } else {
-                    probs
-                };
-                LatentDist::Categorical {
-                    probs: probs.reshape([n, w]),
-                }
-            }
+            } => LatentDist::Categorical {
+                probs: wm_models::categorical::probs(stats, *groups, *classes, *unimix),
+            },
         }
     }
 
@@ -318,7 +232,7 @@ impl LatentConfig {
             Self::Gaussian { .. } => {
                 Tensor::random([n, s], Distribution::Normal(0.0, 1.0), device).detach()
             }
-            Self::Categorical { .. } => gumbel([n, s], device),
+            Self::Categorical { .. } => wm_models::categorical::gumbel([n, s], device),
         }
     }
 
@@ -355,41 +269,6 @@ impl LatentConfig {
 /// operation on flex, `-log_sigmoid(-x)` (two autodiff operations) on other devices.
 pub fn softplus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     wm_kernels::softplus(x)
-}
-
-/// Standard Gumbel noise `-ln(-ln u)`, `u ~ U(0, 1)` clamped away from 0 and 1; untracked.
-fn gumbel(shape: [usize; 2], device: &Device) -> Tensor<2> {
-    Tensor::<2>::random(shape, Distribution::Uniform(0.0, 1.0), device)
-        .detach()
-        .clamp(1e-7, 1.0 - 1e-7)
-        .log()
-        .neg()
-        .log()
-        .neg()
-}
-
-/// One-hot of the largest score of each group (the first on exact ties); untracked.
-///
-/// # Shapes
-/// - `score`: `[N, G K]`; returns `[N, G K]`
-pub fn one_hot_argmax(score: Tensor<2>, groups: usize, classes: usize) -> Tensor<2> {
-    let [n, w] = score.dims();
-    assert_eq!(w, groups * classes, "score shape {:?}", score.dims());
-    let device = score.device();
-    let index = score.detach().reshape([n, groups, classes]).argmax(2); // [N, G, 1]
-    let classes_row = Tensor::<1, Int>::arange(0..classes as i64, &device)
-        .reshape([1, 1, classes])
-        .expand([n, groups, classes]);
-    classes_row
-        .equal(index.expand([n, groups, classes]))
-        .float()
-        .reshape([n, w])
-}
-
-/// `value + probs - sg(probs)`: forward value `value`, gradient that of `probs`.
-pub fn straight_through(value: Tensor<2>, probs: Tensor<2>) -> Tensor<2> {
-    let offset = value - probs.clone().detach(); // untracked
-    probs + offset
 }
 
 /// A latent distribution's parameters.
@@ -485,10 +364,7 @@ impl LatentDist<2> {
                 )
             }
             (Self::Categorical { probs: p }, Self::Categorical { probs: q }) => {
-                let [n, _] = p.dims();
-                (p.clone() * (p.clone().log() - q.clone().log()))
-                    .sum_dim(1)
-                    .reshape([n])
+                wm_models::categorical::kl(p.clone(), q.clone())
             }
             _ => panic!("KL between different latent kinds"),
         }
@@ -504,7 +380,6 @@ impl LatentDist<2> {
     /// # Shapes
     /// - `self`: `[N, S]` tensors, `z`: `[N, S]`; returns `[N]`
     pub fn log_prob(&self, z: Tensor<2>) -> Tensor<1> {
-        let [n, _] = z.dims();
         match self {
             Self::Gaussian { mean, std } => {
                 assert_eq!(
@@ -516,16 +391,7 @@ impl LatentDist<2> {
                 );
                 wm_models::dist::gaussian_log_prob_sum(z, mean.clone(), std.clone().log())
             }
-            Self::Categorical { probs } => {
-                assert_eq!(
-                    z.dims(),
-                    probs.dims(),
-                    "z shape {:?}, expected the distribution's {:?}",
-                    z.dims(),
-                    probs.dims()
-                );
-                (z * probs.clone().log()).sum_dim(1).reshape([n])
-            }
+            Self::Categorical { probs } => wm_models::categorical::log_prob(probs.clone(), z),
         }
     }
 

@@ -213,6 +213,11 @@ pub trait TrainableModel: Module + Clone + Send + core::fmt::Debug {
     /// If the batch is not of [`batch_kind`](Self::batch_kind) (the trainer samples by it).
     fn loss(&self, batch: &Batch) -> LossOutput;
 
+    /// Sets the optimiser update the next losses belong to, for models with a schedule in
+    /// their loss (the cVAE's Gumbel temperature anneal). The trainer calls it before every
+    /// update; by default nothing.
+    fn set_update(&mut self, _update: u64) {}
+
     /// The host-side state to checkpoint beside the parameters.
     fn host_state(&self) -> ModelState;
 
@@ -266,6 +271,10 @@ impl TrainableModel for AnyTransitionModel {
             Batch::Transitions(batch) => TransitionModel::loss(self, batch),
             other => wrong_batch(self.kind(), BatchKind::Transitions, other),
         }
+    }
+
+    fn set_update(&mut self, update: u64) {
+        AnyTransitionModel::set_update(self, update);
     }
 
     fn host_state(&self) -> ModelState {
@@ -352,6 +361,13 @@ impl TrainableModel for AnyModel {
         match self {
             Self::Transition(model) => TrainableModel::loss(model, batch),
             Self::Rssm(model) => TrainableModel::loss(model, batch),
+        }
+    }
+
+    fn set_update(&mut self, update: u64) {
+        match self {
+            Self::Transition(model) => TrainableModel::set_update(model, update),
+            Self::Rssm(model) => TrainableModel::set_update(model, update),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::data::{all_transitions, collect_episodes, model_spec, replay_spec, to
 use crate::error::io_error;
 use crate::eval::{EvalOptions, EvalReport, evaluate_any};
 use crate::logging::{log_pipeline, log_report, log_update, progress_bar};
-use crate::model::AnyModel;
+use crate::model::{AnyModel, TrainableModel};
 use crate::pipeline::{self, Control, Ended, PipelineSetup, PipelineStats, WeightsSlot};
 use crate::run::RunFolder;
 use crate::state::{Learner, restore_model};
@@ -385,6 +385,7 @@ fn run_loop(
             &weights,
             &options.interrupt,
             |replay, stats| {
+                learner.model.set_update(learner.update);
                 let (model, outcome) = update_from_replay(
                     learner.model.clone(),
                     &mut learner.optimizer,
