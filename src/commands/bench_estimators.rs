@@ -49,6 +49,9 @@ pub struct BenchEstimatorsArgs {
     /// `--curves`: IWAE samples of the held-out NLL.
     #[arg(long, default_value_t = 64)]
     pub iwae_k: usize,
+    /// `--curves`: also draw the held-out NLL against updates and against seconds to this PNG.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,6 +108,7 @@ pub fn estimators_bench(args: &BenchEstimatorsArgs) -> anyhow::Result<()> {
             held_out: args.held_out,
             iwae_k: args.iwae_k,
             seed: args.seed,
+            plot: args.plot.clone(),
         };
         return super::bench_curves::curves(&settings, &device, args.json);
     }

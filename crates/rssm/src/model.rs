@@ -1277,11 +1277,17 @@ mod tests {
                     "{latent:?}: deter after the reset {a:?} vs {b:?}"
                 );
             }
-            assert_eq!(
+            // Equal up to rounding: libtorch's kernels differ with the batch size (1e-8 seen).
+            let (a, b) = (
                 vec(whole.stoch.clone().slice([0..1, boundary..t])),
                 vec(second.stoch),
-                "{latent:?}"
             );
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() < 1e-5,
+                    "{latent:?}: stoch after the reset {a:?} vs {b:?}"
+                );
+            }
             // Without the reset the states differ (so the comparison above means something).
             let no_reset = batch.is_first.clone().slice_assign(
                 [0..1, boundary..boundary + 1],

@@ -40,6 +40,115 @@ pub fn register_font() {
     });
 }
 
+/// Named curves `(x, y)` side by side in panels that share the series: for each panel
+/// `(x label, series)`, one line per series in a fixed palette, the legend in the first panel.
+/// The y range is that of the data (NaN points are skipped), clipped to `y_clip` when given.
+///
+/// # Errors
+/// [`PlotError`] when there is nothing to draw or drawing or writing fails.
+pub fn plot_curves(
+    title: &str,
+    y_desc: &str,
+    panels: &[(&str, Vec<(String, Vec<(f64, f64)>)>)],
+    y_clip: Option<(f64, f64)>,
+    path: &Path,
+) -> Result<(), PlotError> {
+    let fail = |message: String| PlotError {
+        path: path.display().to_string(),
+        message,
+    };
+    register_font();
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let all: Vec<(f64, f64)> = panels
+        .iter()
+        .flat_map(|(_, series)| series.iter().flat_map(|(_, pts)| pts.iter().filter(finite)))
+        .copied()
+        .collect();
+    if panels.is_empty() || all.is_empty() {
+        return Err(fail("no finite point to plot".into()));
+    }
+    let (mut lo, mut hi) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
+    if let Some((clip_lo, clip_hi)) = y_clip {
+        (lo, hi) = (lo.max(clip_lo), hi.min(clip_hi));
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let width = 700 * panels.len() as u32;
+    let root = BitMapBackend::new(path, (width, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .map_err(|e| fail(e.to_string()))?;
+    let areas = root.split_evenly((1, panels.len()));
+    let palette = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+        RGBColor(0, 0, 0),
+        RGBColor(120, 120, 255),
+    ];
+    for (i, ((x_desc, series), area)) in panels.iter().zip(&areas).enumerate() {
+        let x_max = series
+            .iter()
+            .flat_map(|(_, pts)| pts.iter().filter(finite).map(|p| p.0))
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_max * 1.02, (lo - pad)..(hi + pad))
+            .map_err(|e| fail(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc(*x_desc)
+            .y_desc(y_desc)
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| fail(e.to_string()))?;
+        for (j, (name, pts)) in series.iter().enumerate() {
+            let color = palette[j % palette.len()];
+            let dashed = j >= palette.len();
+            let line: Vec<(f64, f64)> = pts
+                .iter()
+                .filter(finite)
+                .map(|p| (p.0, p.1.clamp(lo - pad, hi + pad)))
+                .collect();
+            let drawn = chart
+                .draw_series(LineSeries::new(
+                    line,
+                    color.stroke_width(if dashed { 1 } else { 2 }),
+                ))
+                .map_err(|e| fail(e.to_string()))?;
+            if i == 0 {
+                drawn
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
+        }
+        if i == 0 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font(("sans-serif", 12))
+                .draw()
+                .map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    root.present().map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
 /// Draws `model` (and `compare`, if given) against the `n_episodes` longest held-out episodes,
 /// at most `horizon` imagined steps each, to a PNG at `path`. Returns the image size.
 pub fn plot_open_loop(
