@@ -298,7 +298,7 @@ pub fn curves(settings: &CurveSettings, device: &Device, json: bool) -> anyhow::
         }
     }
     if let Some(path) = &settings.plot {
-        let against = |x: fn(&CurvePoint) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+        let against = |x: fn(&CurvePoint) -> f64| -> Vec<wm_train::plot::Curve> {
             table
                 .iter()
                 .map(|(name, points)| {

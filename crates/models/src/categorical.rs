@@ -202,6 +202,33 @@ impl CategoricalEstimator {
     }
 }
 
+/// The shape of a vector of categoricals: `groups` in `1..=MAX_WIDTH`, `classes` in
+/// `2..=MAX_WIDTH`, `groups * classes` at most `MAX_WIDTH`, `unimix` in `[0, 1)` (the cVAE's and
+/// the RSSM's latent).
+pub fn validate_shape(groups: usize, classes: usize, unimix: f64) -> Result<(), InvalidField> {
+    use crate::validate::{self, MAX_WIDTH};
+    validate::count("groups", groups, MAX_WIDTH)?;
+    if !(2..=MAX_WIDTH).contains(&classes) {
+        return Err(InvalidField::new(
+            "classes",
+            format!("must be between 2 and {MAX_WIDTH}, got {classes}"),
+        ));
+    }
+    if groups.saturating_mul(classes) > MAX_WIDTH {
+        return Err(InvalidField::new(
+            "groups",
+            format!("times classes must be at most {MAX_WIDTH}, got {groups} x {classes}"),
+        ));
+    }
+    if !(0.0..1.0).contains(&unimix) {
+        return Err(InvalidField::new(
+            "unimix",
+            format!("must be in [0, 1), got {unimix}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `field` finite in `(0, 1e6]`.
 pub fn validate_temperature(field: &str, temperature: f64) -> Result<(), InvalidField> {
     if !(temperature.is_finite() && temperature > 0.0 && temperature <= 1e6) {

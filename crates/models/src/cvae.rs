@@ -179,31 +179,7 @@ impl CvaeLatent {
         else {
             return Ok(());
         };
-        validate::count("groups", *groups, validate::MAX_WIDTH)?;
-        if *classes < 2 || *classes > validate::MAX_WIDTH {
-            return Err(InvalidField::new(
-                "classes",
-                format!(
-                    "must be between 2 and {}, got {classes}",
-                    validate::MAX_WIDTH
-                ),
-            ));
-        }
-        if groups.saturating_mul(*classes) > validate::MAX_WIDTH {
-            return Err(InvalidField::new(
-                "groups",
-                format!(
-                    "times classes must be at most {}, got {groups} x {classes}",
-                    validate::MAX_WIDTH
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(unimix) {
-            return Err(InvalidField::new(
-                "unimix",
-                format!("must be in [0, 1), got {unimix}"),
-            ));
-        }
+        categorical::validate_shape(*groups, *classes, *unimix)?;
         estimator.validate().map_err(|e| e.within("estimator"))?;
         if let Some(anneal) = anneal {
             let Some(t0) = estimator.temperature() else {

@@ -40,6 +40,9 @@ pub fn register_font() {
     });
 }
 
+/// A named curve of `(x, y)` points.
+pub type Curve = (String, Vec<(f64, f64)>);
+
 /// Named curves `(x, y)` side by side in panels that share the series: for each panel
 /// `(x label, series)`, one line per series in a fixed palette, the legend in the first panel.
 /// The y range is that of the data (NaN points are skipped), clipped to `y_clip` when given.
@@ -49,7 +52,7 @@ pub fn register_font() {
 pub fn plot_curves(
     title: &str,
     y_desc: &str,
-    panels: &[(&str, Vec<(String, Vec<(f64, f64)>)>)],
+    panels: &[(&str, Vec<Curve>)],
     y_clip: Option<(f64, f64)>,
     path: &Path,
 ) -> Result<(), PlotError> {
